@@ -1,0 +1,362 @@
+//! The command line: options into an [`Options`] value, and start-up into a running server.
+//!
+//! Every start-up problem (bad option, bad topology, unknown server, address in use, missing
+//! dataset, no key) becomes one line on stderr and a non-zero exit, from `main`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use getopts::Matches;
+use log::LevelFilter;
+
+use crate::peer::LinkMode;
+use crate::places::{self, Provider};
+use crate::server::{Config, Server};
+use crate::topology::Topology;
+
+/// Which places provider answers WHATSAT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlacesKind {
+    /// The shipped GeoNames dataset.
+    Offline,
+    /// Google's legacy Nearby Search.
+    Google,
+    /// Google's Places API (New).
+    GoogleNew,
+}
+
+/// Everything the command line says.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The server to run, or `None` with `--herd`.
+    pub server: Option<String>,
+    /// Start every server of the topology as child processes.
+    pub herd: bool,
+    /// The topology file.
+    pub topology: PathBuf,
+    /// Where `<SERVER>.log` goes.
+    pub log_dir: PathBuf,
+    /// How much to log.
+    pub log_level: LevelFilter,
+    /// The longest line accepted.
+    pub max_line: usize,
+    /// Persistent or per-update links.
+    pub links: LinkMode,
+    /// Which provider.
+    pub places: PlacesKind,
+    /// The offline dataset.
+    pub places_data: PathBuf,
+    /// Base URL of a Google provider.
+    pub places_url: Option<String>,
+    /// File holding the Google key.
+    pub places_key_file: Option<PathBuf>,
+    /// Whole-request limit for Google.
+    pub places_timeout: Duration,
+    /// Places worker threads.
+    pub workers: usize,
+    /// Lookups that may wait for a worker.
+    pub lookup_queue: usize,
+    /// Close clients idle this long (`None`: never).
+    pub idle_timeout: Option<Duration>,
+    /// The arguments as given, minus `--herd`, for the children of `--herd`.
+    pub passthrough: Vec<String>,
+}
+
+/// The usage text for `--help`.
+pub fn usage() -> String {
+    let brief = "Usage: proxy-herd SERVER [options]\n       proxy-herd --herd [options]\n\n\
+                 Runs one server of a places proxy herd (or, with --herd, all of them).";
+    definitions().usage(brief)
+}
+
+fn definitions() -> getopts::Options {
+    let mut o = getopts::Options::new();
+    o.optflag("h", "help", "print this help and exit");
+    o.optflag(
+        "",
+        "herd",
+        "start every server of the topology, each as its own process",
+    );
+    o.optopt(
+        "",
+        "topology",
+        "the herd's servers and links (default topology.txt)",
+        "FILE",
+    );
+    o.optopt(
+        "",
+        "log-dir",
+        "where <SERVER>.log is written (default logs)",
+        "DIR",
+    );
+    o.optopt(
+        "",
+        "log-level",
+        "off, error, warn, info, debug or trace (default info)",
+        "LEVEL",
+    );
+    o.optopt(
+        "",
+        "max-line",
+        "longest line accepted, in bytes (default 65536)",
+        "BYTES",
+    );
+    o.optopt("", "links", "persistent (default) or per-update", "MODE");
+    o.optopt(
+        "",
+        "places",
+        "offline (default), google or google-new",
+        "PROVIDER",
+    );
+    o.optopt(
+        "",
+        "places-data",
+        "the offline dataset (default data/places.tsv)",
+        "FILE",
+    );
+    o.optopt("", "places-url", "base URL of the Google provider", "URL");
+    o.optopt(
+        "",
+        "places-key-file",
+        "file holding the Google API key (else $GOOGLE_PLACES_API_KEY)",
+        "FILE",
+    );
+    o.optopt(
+        "",
+        "places-timeout",
+        "whole-request limit for Google, in seconds (default 10)",
+        "SECS",
+    );
+    o.optopt("", "workers", "places worker threads (default 4)", "N");
+    o.optopt(
+        "",
+        "lookup-queue",
+        "lookups that may wait for a worker (default 256)",
+        "N",
+    );
+    o.optopt(
+        "",
+        "idle-timeout",
+        "close clients silent this long, in seconds; 0 = never (default 600)",
+        "SECS",
+    );
+    o
+}
+
+/// What parsing the command line asks for.
+#[derive(Debug)]
+pub enum Parsed {
+    /// Print the usage and exit 0.
+    Help,
+    /// Run with these options.
+    Run(Options),
+}
+
+/// Parses the arguments (without the program name). The error is one line.
+pub fn parse(args: &[String]) -> Result<Parsed, String> {
+    let m = definitions().parse(args).map_err(|e| e.to_string())?;
+    if m.opt_present("help") {
+        return Ok(Parsed::Help);
+    }
+    let herd = m.opt_present("herd");
+    let server = match (m.free.as_slice(), herd) {
+        ([], true) => None,
+        ([name], false) => Some(name.clone()),
+        ([], false) => return Err("name the server to run (like Alford), or give --herd".into()),
+        (_, true) => return Err("--herd starts every server; do not name one".into()),
+        (more, false) => return Err(format!("one server name expected, got {}", more.join(" "))),
+    };
+    let places = match m.opt_str("places").as_deref() {
+        None | Some("offline") => PlacesKind::Offline,
+        Some("google") => PlacesKind::Google,
+        Some("google-new") => PlacesKind::GoogleNew,
+        Some(other) => {
+            return Err(format!(
+                "--places: unknown provider {other} (offline, google, google-new)"
+            ));
+        }
+    };
+    let links = match m.opt_str("links").as_deref() {
+        None | Some("persistent") => LinkMode::Persistent,
+        Some("per-update") => LinkMode::PerUpdate,
+        Some(other) => {
+            return Err(format!(
+                "--links: unknown mode {other} (persistent, per-update)"
+            ));
+        }
+    };
+    let log_level = match m.opt_str("log-level") {
+        None => LevelFilter::Info,
+        Some(text) => crate::logging::parse_level(&text).ok_or_else(|| {
+            format!("--log-level: unknown level {text} (off, error, warn, info, debug, trace)")
+        })?,
+    };
+    let idle = number(&m, "idle-timeout", 600, 0)?;
+    Ok(Parsed::Run(Options {
+        server,
+        herd,
+        topology: m
+            .opt_str("topology")
+            .unwrap_or_else(|| "topology.txt".into())
+            .into(),
+        log_dir: m.opt_str("log-dir").unwrap_or_else(|| "logs".into()).into(),
+        log_level,
+        max_line: number(&m, "max-line", 65536, 1)?,
+        links,
+        places,
+        places_data: m
+            .opt_str("places-data")
+            .map_or_else(default_dataset, PathBuf::from),
+        places_url: m.opt_str("places-url"),
+        places_key_file: m.opt_str("places-key-file").map(PathBuf::from),
+        places_timeout: Duration::from_secs(number(&m, "places-timeout", 10, 1)? as u64),
+        workers: number(&m, "workers", 4, 1)?,
+        lookup_queue: number(&m, "lookup-queue", 256, 1)?,
+        idle_timeout: (idle > 0).then(|| Duration::from_secs(idle as u64)),
+        passthrough: args.iter().filter(|a| *a != "--herd").cloned().collect(),
+    }))
+}
+
+/// A whole-number option with a default and a minimum.
+fn number(m: &Matches, name: &str, default: usize, min: usize) -> Result<usize, String> {
+    match m.opt_str(name) {
+        None => Ok(default),
+        Some(text) => match text.parse::<usize>() {
+            Ok(n) if n >= min => Ok(n),
+            _ => Err(format!(
+                "--{name}: {text} is not a whole number of at least {min}"
+            )),
+        },
+    }
+}
+
+/// `data/places.tsv` in the working directory, or else next to the sources this binary was
+/// built from, so `cargo run` and the tests work from anywhere in the checkout.
+fn default_dataset() -> PathBuf {
+    let local = PathBuf::from("data/places.tsv");
+    if local.exists() {
+        local
+    } else {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("data/places.tsv")
+    }
+}
+
+/// Starts the server named in `options` and runs it until a signal stops it.
+pub fn run_server(options: &Options, name: &str) -> Result<(), String> {
+    let file = options.topology.display().to_string();
+    let topology = Topology::load(&options.topology)?;
+    let me = topology.find(name, &file)?;
+    let entry = &topology.servers[me];
+    crate::signals::install().map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    // Bind first: clients may connect from here on, even while the dataset loads.
+    let listener = mio::net::TcpListener::bind(entry.addr)
+        .map_err(|e| format!("{name}: cannot listen on {}: {e}", entry.addr))?;
+    let provider = provider(options)?;
+    crate::logging::init(&options.log_dir, name, options.log_level)?;
+    let config = Config {
+        name: name.to_string(),
+        neighbours: entry
+            .neighbours
+            .iter()
+            .map(|&i| (topology.servers[i].name.clone(), topology.servers[i].addr))
+            .collect(),
+        max_line: options.max_line,
+        links: options.links,
+        workers: options.workers,
+        lookup_queue: options.lookup_queue,
+        idle_timeout: options.idle_timeout,
+    };
+    let neighbours: Vec<&str> = config.neighbours.iter().map(|(n, _)| n.as_str()).collect();
+    log::info!(
+        "{name}: neighbours [{}], {:?} links, places {}, {} workers, max line {} bytes",
+        neighbours.join(", "),
+        options.links,
+        provider.name(),
+        options.workers,
+        options.max_line
+    );
+    let mut server = Server::new(config, listener, provider)
+        .map_err(|e| format!("{name}: cannot start: {e}"))?;
+    server
+        .run()
+        .map_err(|e| format!("{name}: event loop failed: {e}"))
+}
+
+/// Builds the places provider the options name.
+fn provider(options: &Options) -> Result<Arc<dyn Provider>, String> {
+    use places::google::{Api, Google};
+    let api = match options.places {
+        PlacesKind::Offline => return Ok(Arc::new(places::offline::load(&options.places_data)?)),
+        PlacesKind::Google => Api::Legacy,
+        PlacesKind::GoogleNew => Api::New,
+    };
+    let key = places::google::read_key(options.places_key_file.as_deref())?;
+    let base = options
+        .places_url
+        .clone()
+        .unwrap_or_else(|| api.default_base_url().to_string());
+    Ok(Arc::new(Google::new(
+        api,
+        &base,
+        key,
+        options.places_timeout,
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(line: &str) -> Vec<String> {
+        line.split_whitespace().map(String::from).collect()
+    }
+
+    fn options(line: &str) -> Options {
+        match parse(&args(line)) {
+            Ok(Parsed::Run(o)) => o,
+            other => panic!("{line}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let o = options("Alford");
+        assert_eq!(o.server.as_deref(), Some("Alford"));
+        assert_eq!(o.topology, PathBuf::from("topology.txt"));
+        assert_eq!(
+            (o.max_line, o.workers, o.links),
+            (65536, 4, LinkMode::Persistent)
+        );
+        assert_eq!(o.places, PlacesKind::Offline);
+        assert_eq!(o.log_level, LevelFilter::Info);
+    }
+
+    #[test]
+    fn herd_passes_everything_else_on() {
+        let o = options("--herd --links per-update --max-line 100");
+        assert!(o.herd && o.server.is_none());
+        assert_eq!(o.passthrough, args("--links per-update --max-line 100"));
+        assert_eq!(o.links, LinkMode::PerUpdate);
+    }
+
+    #[test]
+    fn errors_are_one_line() {
+        for bad in [
+            "",
+            "Alford Bolden",
+            "--herd Alford",
+            "Alford --links sometimes",
+            "Alford --places bing",
+            "Alford --max-line 0",
+            "Alford --workers x",
+            "Alford --log-level loud",
+            "Alford --frobnicate",
+            "Alford --topology",
+        ] {
+            let err = parse(&args(bad)).unwrap_err();
+            assert!(!err.is_empty() && !err.contains('\n'), "{bad}: {err}");
+        }
+        assert!(matches!(parse(&args("--help")), Ok(Parsed::Help)));
+    }
+}

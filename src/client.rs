@@ -1,0 +1,133 @@
+//! One accepted connection (a client, or a neighbour flooding AT lines to us): its input,
+//! its output, and the replies still waiting for a places lookup.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use crate::lines::LineBuffer;
+use crate::transport::Transport;
+
+/// Replies of one connection, kept in request order (SPEC §2).
+///
+/// While no WHATSAT is waiting for its lookup, a reply goes straight to the output buffer.
+/// Once one is waiting, later replies queue behind it, and [`Replies::fill`] releases the
+/// ready prefix when the lookup is done: an IAMAT behind a slow WHATSAT waits for it.
+#[derive(Debug, Default)]
+pub struct Replies {
+    /// Replies not yet in the output buffer: `(sequence number, bytes once ready)`.
+    queue: VecDeque<(u64, Option<Vec<u8>>)>,
+    next_seq: u64,
+}
+
+impl Replies {
+    /// Sends a ready reply: straight to `out`, or behind a pending one.
+    pub fn push(&mut self, out: &mut Vec<u8>, reply: &[u8]) {
+        if self.queue.is_empty() {
+            out.extend_from_slice(reply);
+        } else {
+            let seq = self.reserve();
+            self.fill_slot(seq, reply.to_vec());
+        }
+    }
+
+    /// Holds a place for a reply that is not ready yet; returns its sequence number.
+    pub fn reserve(&mut self) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.queue.push_back((seq, None));
+        seq
+    }
+
+    /// Fills a reserved place, then moves every ready reply at the front into `out`.
+    pub fn fill(&mut self, out: &mut Vec<u8>, seq: u64, reply: Vec<u8>) {
+        self.fill_slot(seq, reply);
+        while let Some((_, Some(_))) = self.queue.front() {
+            if let Some((_, Some(bytes))) = self.queue.pop_front() {
+                out.extend_from_slice(&bytes);
+            }
+        }
+    }
+
+    fn fill_slot(&mut self, seq: u64, reply: Vec<u8>) {
+        if let Some(slot) = self.queue.iter_mut().find(|(s, _)| *s == seq) {
+            slot.1 = Some(reply);
+        }
+    }
+
+    /// How many replies are not yet in the output buffer (waiting, or behind a waiting one).
+    pub fn waiting(&self) -> usize {
+        self.queue.len()
+    }
+}
+
+/// One accepted connection.
+#[derive(Debug)]
+pub struct Client {
+    /// The socket and its output buffer.
+    pub io: Transport,
+    /// Who connected.
+    pub peer: SocketAddr,
+    /// Bytes read and not yet handled, split into lines.
+    pub input: LineBuffer,
+    /// Replies in request order.
+    pub replies: Replies,
+    /// No more lines will be handled (end of input, or an overlong line); close once every
+    /// reply is written.
+    pub input_closed: bool,
+    /// The peer sent end of input: handle what is buffered, then stop reading.
+    pub eof: bool,
+    /// After an overlong line: read and throw input away until the peer closes, so closing
+    /// with unread bytes does not reset the connection before our `? ` reply arrives.
+    pub lingering_discard: bool,
+    /// Reading is paused because replies pile up faster than the client reads them.
+    pub paused: bool,
+    /// When the connection last did anything (for the idle timeout).
+    pub last_active: Instant,
+}
+
+impl Client {
+    /// A new connection with empty buffers.
+    pub fn new(io: Transport, peer: SocketAddr, max_line: usize) -> Client {
+        Client {
+            io,
+            peer,
+            input: LineBuffer::new(max_line),
+            replies: Replies::default(),
+            input_closed: false,
+            eof: false,
+            lingering_discard: false,
+            paused: false,
+            last_active: Instant::now(),
+        }
+    }
+
+    /// True when nothing more will be read, and every reply is written: time to close.
+    pub fn finished(&self) -> bool {
+        self.input_closed && self.replies.waiting() == 0 && self.io.backlog() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_stay_in_request_order() {
+        let mut r = Replies::default();
+        let mut out = Vec::new();
+        r.push(&mut out, b"1 ");
+        let slow = r.reserve();
+        r.push(&mut out, b"3 ");
+        let fast = r.reserve();
+        r.push(&mut out, b"5 ");
+        assert_eq!(out, b"1 ");
+        r.fill(&mut out, fast, b"4 ".to_vec());
+        assert_eq!(out, b"1 ", "4 must wait for 2");
+        r.fill(&mut out, slow, b"2 ".to_vec());
+        assert_eq!(out, b"1 2 3 4 5 ");
+        assert_eq!(r.waiting(), 0);
+        r.push(&mut out, b"6");
+        assert_eq!(out, b"1 2 3 4 5 6");
+    }
+}

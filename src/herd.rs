@@ -1,0 +1,298 @@
+//! What a line *does* (SPEC §2): the herd's application logic, Twisted's `lineReceived`.
+//!
+//! [`Herd`] holds this server's state — its name, the newest location of every client, the
+//! links to its neighbours, the lookups in flight — and turns each received line into
+//! replies and floods. It writes nothing to a socket: replies go into a connection's output
+//! buffer and floods into the links' buffers, and the reactor (`server`) writes them out.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use mio::Token;
+
+use crate::client::{Client, Replies};
+use crate::json::{self, Prepared};
+use crate::peer::{PeerLink, Sent};
+use crate::places::{Provider, Query};
+use crate::protocol::{self, Command, Report, Shown, Skew, Timestamp};
+use crate::workers::{Done, Job, LookupKey, Pool};
+
+/// A WHATSAT waiting for its lookup.
+#[derive(Debug)]
+struct Waiter {
+    /// The connection that asked.
+    token: Token,
+    /// Its place in that connection's replies.
+    seq: u64,
+    /// How many places it wants.
+    bound: usize,
+    /// The client's AT line when it asked: the first line of the reply.
+    at_line: Arc<[u8]>,
+}
+
+/// Where a line came from, which decides whether it may be answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// A connection someone opened to us: every line gets its reply.
+    Accepted,
+    /// A link we opened to a neighbour: AT lines are taken, nothing is ever answered (so two
+    /// servers can never bounce `? ` lines at each other).
+    OwnLink,
+}
+
+/// This server's share of the herd.
+pub struct Herd {
+    /// This server's name, as it appears in the AT lines it produces.
+    pub name: String,
+    /// The newest location of every client.
+    pub store: crate::store::Locations,
+    /// One link per neighbour.
+    pub links: Vec<PeerLink>,
+    /// Links that need a connect started (per-update mode); the reactor starts them.
+    pub want_connect: Vec<usize>,
+    /// Links whose queue overflowed; the reactor drops them.
+    pub overflowed: Vec<usize>,
+    /// Lookups in flight, and who waits for each: identical lookups share one.
+    in_flight: HashMap<LookupKey, Vec<Waiter>>,
+    provider: Arc<dyn Provider>,
+    pool: Pool,
+}
+
+impl Herd {
+    /// A herd member with no known locations.
+    pub fn new(
+        name: String,
+        links: Vec<PeerLink>,
+        provider: Arc<dyn Provider>,
+        pool: Pool,
+    ) -> Herd {
+        Herd {
+            name,
+            store: crate::store::Locations::new(),
+            links,
+            want_connect: Vec::new(),
+            overflowed: Vec::new(),
+            in_flight: HashMap::new(),
+            provider,
+            pool,
+        }
+    }
+
+    /// Handles one received line (without its line ending). Replies go to `replies`/`out`.
+    pub fn handle_line(
+        &mut self,
+        token: Token,
+        origin: Origin,
+        line: &[u8],
+        replies: &mut Replies,
+        out: &mut Vec<u8>,
+    ) {
+        if protocol::is_blank(line) {
+            return;
+        }
+        log::info!("conn {} < {}", token.0, Shown(line));
+        match protocol::parse(line) {
+            Some(Command::IAmAt(report)) => self.iamat(token, origin, &report, replies, out),
+            Some(Command::At {
+                report, line: at, ..
+            }) => {
+                // An AT gets no reply; if it is news, it goes on to every neighbour.
+                self.learn(&report, &at);
+            }
+            Some(Command::WhatsAt {
+                client,
+                radius,
+                bound,
+            }) if origin == Origin::Accepted => match self.store.get(client) {
+                Some(_) => self.whatsat(token, client, &radius, bound, replies, out),
+                None => self.invalid(token, line, replies, out),
+            },
+            _ if origin == Origin::Accepted => self.invalid(token, line, replies, out),
+            _ => log::warn!(
+                "conn {}: ignored a line from a neighbour we connected to",
+                token.0
+            ),
+        }
+    }
+
+    /// IAMAT: answer with a fresh AT line; store and flood it if it is news. The flood is
+    /// queued before the reply, so it is written first (`server::flush_writes` writes links
+    /// before clients).
+    fn iamat(
+        &mut self,
+        token: Token,
+        origin: Origin,
+        report: &Report<'_>,
+        replies: &mut Replies,
+        out: &mut Vec<u8>,
+    ) {
+        let skew = Skew::between(Timestamp::now(), report.when);
+        let mut at = protocol::format_at(&self.name, skew, report);
+        self.learn(report, &at);
+        if origin == Origin::Accepted {
+            log::info!("conn {} > {}", token.0, Shown(&at));
+            at.push(b'\n');
+            replies.push(out, &at);
+        }
+    }
+
+    /// Stores an AT line if it is newer than what is known, and floods it to every
+    /// neighbour. An AT that is not newer stops here: that is what ends a flood on a cycle.
+    fn learn(&mut self, report: &Report<'_>, at: &[u8]) {
+        let Some(line) = self.store.update(report, at) else {
+            log::debug!("not newer: {}", Shown(at));
+            return;
+        };
+        let mut framed = Vec::with_capacity(line.len() + 1);
+        framed.extend_from_slice(&line);
+        framed.push(b'\n');
+        for (i, link) in self.links.iter_mut().enumerate() {
+            match link.send(&framed) {
+                Sent::Queued => log::info!("flood to {}: {}", link.name, Shown(&line)),
+                Sent::NeedConnect => {
+                    log::info!("flood to {} (new connection): {}", link.name, Shown(&line));
+                    if !self.want_connect.contains(&i) {
+                        self.want_connect.push(i);
+                    }
+                }
+                Sent::Dropped => log::info!(
+                    "flood to {} deferred (link down): {}",
+                    link.name,
+                    Shown(&line)
+                ),
+                Sent::Overflow => {
+                    if !self.overflowed.contains(&i) {
+                        self.overflowed.push(i);
+                    }
+                }
+            }
+        }
+    }
+
+    /// WHATSAT for a known client: join a lookup already in flight for the same place, or
+    /// start one. The reply's place in line is held until the lookup is done.
+    fn whatsat(
+        &mut self,
+        token: Token,
+        client: &[u8],
+        radius: &protocol::Radius,
+        bound: usize,
+        replies: &mut Replies,
+        out: &mut Vec<u8>,
+    ) {
+        let Some(record) = self.store.get(client) else {
+            return;
+        };
+        let (lat_text, lng_text) = record.lat_lng_text();
+        let query = Query {
+            lat: record.coords.lat,
+            lng: record.coords.lng,
+            lat_text,
+            lng_text,
+            radius_m: radius.km * 1000.0,
+            radius_m_text: radius.metres_text.clone(),
+            max_results: self.provider.fetch_bound(bound),
+        };
+        let waiter = Waiter {
+            token,
+            seq: replies.reserve(),
+            bound,
+            at_line: record.line.clone(),
+        };
+        let key = LookupKey::of(&query);
+        if let Some(waiters) = self.in_flight.get_mut(&key) {
+            log::debug!(
+                "conn {}: joins a lookup in flight ({} waiting)",
+                token.0,
+                waiters.len()
+            );
+            waiters.push(waiter);
+            return;
+        }
+        match self.pool.submit(Job {
+            key: key.clone(),
+            query,
+        }) {
+            Ok(()) => {
+                self.in_flight.insert(key, vec![waiter]);
+            }
+            Err(_) => {
+                log::warn!("conn {}: lookup queue full, answering busy", token.0);
+                let body = json::prepare(&json::error_body(
+                    "OVER_QUERY_LIMIT",
+                    "server busy: too many places lookups waiting; try again later",
+                ));
+                let reply = whatsat_reply(&waiter, &body);
+                log_whatsat_reply(&waiter, "OVER_QUERY_LIMIT", &reply);
+                replies.fill(out, waiter.seq, reply);
+            }
+        }
+    }
+
+    /// Answers an invalid line with `? ` and the line.
+    fn invalid(&mut self, token: Token, line: &[u8], replies: &mut Replies, out: &mut Vec<u8>) {
+        let reply = protocol::format_invalid(line);
+        log::info!("conn {} > {}", token.0, Shown(&reply[..reply.len() - 1]));
+        replies.push(out, &reply);
+    }
+
+    /// Every lookup result that has come back from the workers, without waiting.
+    pub fn finished_lookups(&self) -> Vec<Done> {
+        self.pool.finished().collect()
+    }
+
+    /// A lookup is done: every WHATSAT that waited for it gets its own cut of the results.
+    /// Results for connections that have gone are dropped. Returns the connections that got
+    /// output.
+    pub fn lookup_done(
+        &mut self,
+        done: Done,
+        clients: &mut HashMap<Token, Client>,
+        touched: &mut Vec<Token>,
+    ) {
+        let Some(waiters) = self.in_flight.remove(&done.key) else {
+            return;
+        };
+        for waiter in waiters {
+            let Some(client) = clients.get_mut(&waiter.token) else {
+                log::info!("conn {}: gone before its places came back", waiter.token.0);
+                continue;
+            };
+            let reply = whatsat_reply(&waiter, &done.body);
+            log_whatsat_reply(&waiter, &done.status, &reply);
+            client.replies.fill(client.io.out_mut(), waiter.seq, reply);
+            touched.push(waiter.token);
+        }
+    }
+
+    /// How many lookups are in flight (for the trace and tests).
+    pub fn lookups_in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+}
+
+/// A WHATSAT reply: the stored AT line, the JSON cut to the bound, and a blank line.
+fn whatsat_reply(waiter: &Waiter, body: &Prepared) -> Vec<u8> {
+    let mut reply = Vec::with_capacity(waiter.at_line.len() + 4096);
+    reply.extend_from_slice(&waiter.at_line);
+    reply.push(b'\n');
+    json::compose(body, waiter.bound, &mut reply);
+    reply.extend_from_slice(b"\n\n");
+    reply
+}
+
+/// Logs a WHATSAT reply: its first line, and the size of the JSON (the JSON itself only at
+/// debug level: a full page of places per request would drown the log).
+fn log_whatsat_reply(waiter: &Waiter, status: &str, reply: &[u8]) {
+    log::info!(
+        "conn {} > {} + places JSON ({status}, {} bytes)",
+        waiter.token.0,
+        Shown(&waiter.at_line),
+        reply.len() - waiter.at_line.len() - 1
+    );
+    log::debug!(
+        "conn {} > {}",
+        waiter.token.0,
+        Shown(&reply[waiter.at_line.len() + 1..])
+    );
+}

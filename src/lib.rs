@@ -1,0 +1,44 @@
+//! # proxy-herd
+//!
+//! A places proxy herd (UCLA CS 131): named servers that take clients' locations (`IAMAT`),
+//! flood them to each other (`AT`), and answer "what is near client X" (`WHATSAT`). Each
+//! server is one process running a hand-written, single-threaded event loop on `mio`, the
+//! way Twisted's reactor runs a Twisted program.
+//!
+//! # Layout
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`server`] | the reactor: the poll loop, tokens, accept, read, write, close, timers |
+//! | [`transport`] | a nonblocking socket with its output buffer (Twisted's `FileDescriptor`) |
+//! | [`client`] | one accepted connection: input lines, replies kept in request order |
+//! | [`peer`] | a link to one neighbour: connect, queue, catch-up, backoff |
+//! | [`herd`] | what a line does: IAMAT, AT, WHATSAT, flooding, lookups in flight |
+//! | [`protocol`] | parsing and formatting the wire format, pure functions |
+//! | [`lines`] | splitting a byte stream into capped lines, pure |
+//! | [`store`] | the newest location of every client |
+//! | [`json`] | printing places JSON in Google's layout, cutting results to a bound |
+//! | [`workers`] | the places lookup thread pool and its hand-off through the `Waker` |
+//! | [`places`] | the providers: offline dataset, Google legacy and New APIs |
+//! | [`topology`] | reading `topology.txt` |
+//! | [`cli`] | the command line and start-up |
+//! | [`launcher`] | `--herd`: all servers as child processes |
+//! | [`logging`] | the buffered log file |
+//! | [`signals`] | SIGTERM/SIGINT through a self-pipe |
+
+pub mod cli;
+pub mod client;
+pub mod herd;
+pub mod json;
+pub mod launcher;
+pub mod lines;
+pub mod logging;
+pub mod peer;
+pub mod places;
+pub mod protocol;
+pub mod server;
+pub mod signals;
+pub mod store;
+pub mod topology;
+pub mod transport;
+pub mod workers;

@@ -1,0 +1,215 @@
+//! Links to neighbours (SPEC §2 "AT", §3): the outbound side of flooding.
+//!
+//! Each neighbour has one [`PeerLink`], a small state machine: `Down` (waiting to retry, or
+//! idle), `Connecting` (a nonblocking connect is under way; lines queue in the output buffer,
+//! as Twisted queues writes on a connecting transport), and `Up`. A link that fails goes
+//! `Down` with a retry time that doubles up to [`MAX_BACKOFF`]. When a link comes up after
+//! being down, it is owed a catch-up: every location the server knows, streamed from a
+//! snapshot a chunk at a time so the output buffer stays small.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::transport::Transport;
+
+/// The first retry delay after a failed or dropped link.
+pub const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+/// The longest retry delay: a restarted neighbour is reconnected within about this long.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// Most bytes queued for one neighbour. A neighbour that stops reading cannot make us grow
+/// without limit: past this the link is dropped, and the catch-up on reconnect resends
+/// everything it missed.
+pub const MAX_QUEUE: usize = 8 << 20;
+/// The catch-up refills the output buffer while it holds less than this.
+const SYNC_CHUNK: usize = 64 << 10;
+
+/// How links to neighbours are used (SPEC §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkMode {
+    /// One long-lived connection per neighbour, re-opened with backoff.
+    Persistent,
+    /// A fresh connection per flood, closed once written.
+    PerUpdate,
+}
+
+/// Where a link is in its life.
+#[derive(Debug)]
+pub enum LinkState {
+    /// No socket. `retry_at` is when to connect again (`None`: only when there is
+    /// something to send, in per-update mode).
+    Down {
+        /// When to try again.
+        retry_at: Option<Instant>,
+    },
+    /// A nonblocking connect is under way; writes are queued.
+    Connecting(Transport),
+    /// Connected.
+    Up(Transport),
+}
+
+/// What happened to a line offered to [`PeerLink::send`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Sent {
+    /// Queued on the socket.
+    Queued,
+    /// The link is down; the line will reach the neighbour with the catch-up.
+    Dropped,
+    /// Per-update mode with no socket open: the caller should connect now; the line is held.
+    NeedConnect,
+    /// The queue is over [`MAX_QUEUE`]: the caller should drop the link.
+    Overflow,
+}
+
+/// The link to one neighbour.
+#[derive(Debug)]
+pub struct PeerLink {
+    /// The neighbour's name.
+    pub name: String,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Persistent or per-update.
+    pub mode: LinkMode,
+    /// Down, connecting or up.
+    pub state: LinkState,
+    /// The delay before the next retry.
+    backoff: Duration,
+    /// True once a connect failed or the link dropped: the next connection starts with a
+    /// catch-up.
+    pub needs_sync: bool,
+    /// The rest of a catch-up, still to send.
+    sync: Vec<Arc<[u8]>>,
+    /// Lines held for the next connection (per-update mode only).
+    held: Vec<u8>,
+}
+
+impl PeerLink {
+    /// A link that is down and due to connect at once (persistent) or on the first flood.
+    pub fn new(name: String, addr: SocketAddr, mode: LinkMode, now: Instant) -> PeerLink {
+        let retry_at = match mode {
+            LinkMode::Persistent => Some(now),
+            LinkMode::PerUpdate => None,
+        };
+        PeerLink {
+            name,
+            addr,
+            mode,
+            state: LinkState::Down { retry_at },
+            backoff: FIRST_BACKOFF,
+            needs_sync: mode == LinkMode::Persistent,
+            sync: Vec::new(),
+            held: Vec::new(),
+        }
+    }
+
+    /// The socket, when there is one.
+    pub fn transport(&mut self) -> Option<&mut Transport> {
+        match &mut self.state {
+            LinkState::Connecting(t) | LinkState::Up(t) => Some(t),
+            LinkState::Down { .. } => None,
+        }
+    }
+
+    /// The current socket's token.
+    pub fn token(&self) -> Option<mio::Token> {
+        match &self.state {
+            LinkState::Connecting(t) | LinkState::Up(t) => Some(t.token),
+            LinkState::Down { .. } => None,
+        }
+    }
+
+    /// When this link wants the loop to wake it, if it is waiting to retry.
+    pub fn retry_at(&self) -> Option<Instant> {
+        match self.state {
+            LinkState::Down { retry_at } => retry_at,
+            _ => None,
+        }
+    }
+
+    /// Offers one AT line (with its `\n`) to this neighbour.
+    pub fn send(&mut self, line: &[u8]) -> Sent {
+        match (&mut self.state, self.mode) {
+            (LinkState::Connecting(t) | LinkState::Up(t), _) => {
+                t.queue(line);
+                if t.backlog() > MAX_QUEUE {
+                    Sent::Overflow
+                } else {
+                    Sent::Queued
+                }
+            }
+            (LinkState::Down { retry_at: None }, LinkMode::PerUpdate) => {
+                self.held.extend_from_slice(line);
+                Sent::NeedConnect
+            }
+            (LinkState::Down { .. }, _) => Sent::Dropped,
+        }
+    }
+
+    /// A connect was started on `transport`; anything held goes into its queue.
+    pub fn connecting(&mut self, mut transport: Transport) {
+        transport.queue(&self.held);
+        self.held = Vec::new();
+        self.state = LinkState::Connecting(transport);
+    }
+
+    /// The connect succeeded. If a catch-up is owed, `snapshot` (called only then) gives it.
+    pub fn connected(&mut self, snapshot: impl FnOnce() -> Vec<Arc<[u8]>>) {
+        if let LinkState::Connecting(t) =
+            std::mem::replace(&mut self.state, LinkState::Down { retry_at: None })
+        {
+            self.state = LinkState::Up(t);
+        }
+        self.backoff = FIRST_BACKOFF;
+        if self.needs_sync {
+            self.sync = snapshot();
+            self.needs_sync = false;
+        }
+    }
+
+    /// The link failed or dropped: forget the socket and what was queued on it (the next
+    /// catch-up resends it all), and schedule a retry. Returns the delay chosen.
+    pub fn failed(&mut self, now: Instant) -> Duration {
+        let delay = self.backoff;
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        self.state = LinkState::Down {
+            retry_at: Some(now + delay),
+        };
+        self.needs_sync = true;
+        self.sync = Vec::new();
+        self.held = Vec::new();
+        delay
+    }
+
+    /// Per-update mode: the connection has written everything; close it and go idle.
+    /// Returns the closed socket so the caller can deregister it.
+    pub fn finish_update(&mut self) -> Option<Transport> {
+        let idle = self.mode == LinkMode::PerUpdate && self.sync.is_empty();
+        match &self.state {
+            LinkState::Up(t) if idle && t.backlog() == 0 => {
+                match std::mem::replace(&mut self.state, LinkState::Down { retry_at: None }) {
+                    LinkState::Up(t) => Some(t),
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
+    }
+
+    /// Moves the next part of a catch-up into the output buffer, if it has room.
+    pub fn refill(&mut self) {
+        let LinkState::Up(t) = &mut self.state else {
+            return;
+        };
+        while t.backlog() < SYNC_CHUNK {
+            let Some(line) = self.sync.pop() else { break };
+            let out = t.out_mut();
+            out.extend_from_slice(&line);
+            out.push(b'\n');
+        }
+    }
+
+    /// True while a catch-up is being sent.
+    pub fn syncing(&self) -> bool {
+        !self.sync.is_empty()
+    }
+}

@@ -1,0 +1,608 @@
+//! The wire protocol of SPEC §2 as pure functions: parse one line into a [`Command`], format
+//! the replies. Nothing here touches a socket, a clock or the server's state, so every rule of
+//! the protocol is unit-tested on plain bytes.
+//!
+//! Lines are bytes, not `str`: a client id may be any run of non-whitespace bytes, and the
+//! reply copies the client's fields byte for byte, so nothing is decoded or re-encoded.
+
+use std::fmt;
+
+/// The whitespace that separates fields (SPEC §2): space, tab, CR, LF, FF, VT.
+pub fn is_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\r' | b'\n' | 0x0b | 0x0c)
+}
+
+/// Splits a line into its whitespace-separated fields.
+pub fn fields(line: &[u8]) -> impl Iterator<Item = &[u8]> {
+    line.split(|&b| is_space(b)).filter(|f| !f.is_empty())
+}
+
+/// True when a line holds nothing but whitespace: such lines are ignored, not answered.
+pub fn is_blank(line: &[u8]) -> bool {
+    line.iter().all(|&b| is_space(b))
+}
+
+/// A client's POSIX time, exactly as written: whole seconds and nanoseconds.
+///
+/// Times are compared as numbers, never as strings (`"99" > "100"` as strings), and
+/// the derived ordering compares `secs` first, then `nanos`, which is numeric order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp {
+    /// Whole seconds since the epoch.
+    pub secs: u64,
+    /// Nanoseconds, `0..1_000_000_000`.
+    pub nanos: u32,
+}
+
+impl Timestamp {
+    /// The time as signed nanoseconds since the epoch (cannot overflow an `i128`).
+    pub fn as_nanos(self) -> i128 {
+        i128::from(self.secs) * 1_000_000_000 + i128::from(self.nanos)
+    }
+
+    /// The current time of this machine.
+    pub fn now() -> Timestamp {
+        let d = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Timestamp {
+            secs: d.as_secs(),
+            nanos: d.subsec_nanos(),
+        }
+    }
+}
+
+/// Parses a time field: digits with an optional fraction of 1 to 9 digits; no sign, no
+/// exponent. Seconds that do not fit a `u64` are invalid, not wrapped.
+pub fn parse_time(text: &[u8]) -> Option<Timestamp> {
+    let (whole, frac) = split_decimal(text)?;
+    if frac.len() > 9 {
+        return None;
+    }
+    let secs = parse_u64(whole)?;
+    let mut nanos: u32 = 0;
+    for i in 0..9 {
+        let digit = frac.get(i).map_or(0, |d| u32::from(d - b'0'));
+        nanos = nanos * 10 + digit;
+    }
+    Some(Timestamp { secs, nanos })
+}
+
+/// Splits `digits[.digits]` into its whole and fraction parts, checking that both are digits
+/// and that neither is empty when present (`5.`, `.5` and `` are rejected).
+fn split_decimal(text: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (whole, frac) = match text.iter().position(|&b| b == b'.') {
+        Some(dot) => {
+            let frac = &text[dot + 1..];
+            if frac.is_empty() {
+                return None;
+            }
+            (&text[..dot], frac)
+        }
+        None => (text, &text[text.len()..]),
+    };
+    let all_digits = |s: &[u8]| s.iter().all(u8::is_ascii_digit);
+    if whole.is_empty() || !all_digits(whole) || !all_digits(frac) {
+        return None;
+    }
+    Some((whole, frac))
+}
+
+/// Parses ASCII digits into a `u64`, refusing overflow.
+fn parse_u64(digits: &[u8]) -> Option<u64> {
+    digits.iter().try_fold(0u64, |acc, &d| {
+        acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
+}
+
+/// True when the decimal `whole.frac` (digits only) is at most `limit`, compared exactly:
+/// `90.0000000000000000001` is over 90 even though it rounds to 90 as a float.
+fn decimal_at_most(whole: &[u8], frac: &[u8], limit: u64) -> bool {
+    match parse_u64(whole) {
+        Some(w) if w < limit => true,
+        Some(w) if w == limit => frac.iter().all(|&d| d == b'0'),
+        _ => false,
+    }
+}
+
+/// A client's position, parsed from ISO 6709 text such as `+34.068930-118.445127`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Coords {
+    /// Latitude in degrees, within [-90, 90].
+    pub lat: f64,
+    /// Longitude in degrees, within [-180, 180].
+    pub lng: f64,
+    /// Where the longitude's sign starts in the text, so the text splits without re-parsing.
+    pub split: usize,
+}
+
+/// Parses a location: latitude then longitude, each a mandatory sign, digits and an optional
+/// fraction, with latitude in [-90, 90] and longitude in [-180, 180].
+pub fn parse_location(text: &[u8]) -> Option<Coords> {
+    // The longitude starts at the first sign after the latitude's own sign.
+    let split = 1 + text
+        .get(1..)?
+        .iter()
+        .position(|&b| b == b'+' || b == b'-')?;
+    let lat = parse_degrees(&text[..split], 90)?;
+    let lng = parse_degrees(&text[split..], 180)?;
+    Some(Coords { lat, lng, split })
+}
+
+/// Parses `[+-]digits[.digits]` whose magnitude is at most `limit`.
+fn parse_degrees(text: &[u8], limit: u64) -> Option<f64> {
+    let (&sign, number) = text.split_first()?;
+    if sign != b'+' && sign != b'-' {
+        return None;
+    }
+    let (whole, frac) = split_decimal(number)?;
+    if !decimal_at_most(whole, frac, limit) {
+        return None;
+    }
+    // The text is now known to be a short, valid decimal, so the float parse cannot fail;
+    // `ok()?` keeps the no-panic rule all the same.
+    std::str::from_utf8(text).ok()?.parse::<f64>().ok()
+}
+
+/// A WHATSAT radius: kilometres as the client wrote them, from 0 to 50.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Radius {
+    /// Kilometres, as a float (for the offline provider's arithmetic).
+    pub km: f64,
+    /// Metres as exact decimal text, which is what Google is asked for.
+    pub metres_text: String,
+}
+
+/// Parses a radius: digits with an optional fraction, at most 50 (kilometres).
+pub fn parse_radius(text: &[u8]) -> Option<Radius> {
+    let (whole, frac) = split_decimal(text)?;
+    if !decimal_at_most(whole, frac, 50) {
+        return None;
+    }
+    let km = std::str::from_utf8(text).ok()?.parse::<f64>().ok()?;
+    Some(Radius {
+        km,
+        metres_text: km_to_metres_text(whole, frac),
+    })
+}
+
+/// Moves the decimal point three places right, exactly: `10.5871263` km → `10587.1263` m.
+fn km_to_metres_text(whole: &[u8], frac: &[u8]) -> String {
+    let mut digits: Vec<u8> = whole.to_vec();
+    for i in 0..3 {
+        digits.push(*frac.get(i).unwrap_or(&b'0'));
+    }
+    let rest = frac.get(3..).unwrap_or(&[]);
+    let rest_len = rest.iter().rposition(|&d| d != b'0').map_or(0, |i| i + 1);
+    let first_nonzero = digits.iter().position(|&d| d != b'0');
+    let mut out: String = match first_nonzero {
+        Some(i) => digits[i..].iter().map(|&d| d as char).collect(),
+        None => "0".to_string(),
+    };
+    if rest_len > 0 {
+        out.push('.');
+        out.extend(rest[..rest_len].iter().map(|&d| d as char));
+    }
+    out
+}
+
+/// Parses a WHATSAT bound: an integer from 0 to 20.
+pub fn parse_bound(text: &[u8]) -> Option<usize> {
+    if text.is_empty() || !text.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n = parse_u64(text)?;
+    (n <= crate::places::MAX_BOUND as u64).then_some(n as usize)
+}
+
+/// Checks the time-difference field of an AT line: a sign, digits, an optional fraction.
+fn valid_skew(text: &[u8]) -> bool {
+    match text.split_first() {
+        Some((&sign, rest)) if sign == b'+' || sign == b'-' => split_decimal(rest).is_some(),
+        _ => false,
+    }
+}
+
+/// The fields of a location report, shared by IAMAT (from a client) and AT (from a server).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report<'a> {
+    /// The client id, any non-whitespace bytes.
+    pub client: &'a [u8],
+    /// The location field exactly as received.
+    pub location: &'a [u8],
+    /// The time field exactly as received.
+    pub time: &'a [u8],
+    /// The location, parsed.
+    pub coords: Coords,
+    /// The time, parsed.
+    pub when: Timestamp,
+}
+
+/// One valid command line.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command<'a> {
+    /// `IAMAT client location time`: a client reports where it is.
+    IAmAt(Report<'a>),
+    /// `AT server skew client location time [extra…]`: a server floods a location.
+    /// `line` is the six fields joined by single spaces (extra fields dropped).
+    At {
+        /// The report the AT carries.
+        report: Report<'a>,
+        /// The server that received the IAMAT.
+        server: &'a [u8],
+        /// The six-field AT line, as stored and flooded on.
+        line: Vec<u8>,
+    },
+    /// `WHATSAT client radius bound`: what is near a client.
+    WhatsAt {
+        /// The client id.
+        client: &'a [u8],
+        /// The radius.
+        radius: Radius,
+        /// How many places at most.
+        bound: usize,
+    },
+}
+
+/// Parses one line (without its line ending). `None` means the line is invalid and gets
+/// the `? ` answer; whether a WHATSAT's client is known is the caller's business.
+pub fn parse(line: &[u8]) -> Option<Command<'_>> {
+    // At most 7 fields are looked at (7 means "more than 6"), so a 10,000-field line is
+    // rejected without being collected.
+    let mut f: [&[u8]; 7] = [&[]; 7];
+    let mut n = 0;
+    for field in fields(line).take(7) {
+        f[n] = field;
+        n += 1;
+    }
+    match (f[0], n) {
+        (b"IAMAT", 4) => Some(Command::IAmAt(report(f[1], f[2], f[3])?)),
+        (b"AT", 6..) => {
+            if !valid_skew(f[2]) {
+                return None;
+            }
+            let report = report(f[3], f[4], f[5])?;
+            Some(Command::At {
+                line: f[..6].join(&b' '),
+                server: f[1],
+                report,
+            })
+        }
+        (b"WHATSAT", 4) => Some(Command::WhatsAt {
+            client: f[1],
+            radius: parse_radius(f[2])?,
+            bound: parse_bound(f[3])?,
+        }),
+        _ => None,
+    }
+}
+
+/// Validates the three client fields shared by IAMAT and AT.
+fn report<'a>(client: &'a [u8], location: &'a [u8], time: &'a [u8]) -> Option<Report<'a>> {
+    Some(Report {
+        client,
+        location,
+        time,
+        coords: parse_location(location)?,
+        when: parse_time(time)?,
+    })
+}
+
+/// The time difference of an AT reply: `received - sent`, signed, with nine decimals.
+///
+/// Computed in integer nanoseconds, so `+0.263873386` is exact, not a float's guess.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Skew(pub i128);
+
+impl Skew {
+    /// The difference between the server's receive time and the client's time.
+    pub fn between(received: Timestamp, sent: Timestamp) -> Skew {
+        Skew(received.as_nanos() - sent.as_nanos())
+    }
+}
+
+impl fmt::Display for Skew {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sign = if self.0 < 0 { '-' } else { '+' };
+        let abs = self.0.unsigned_abs();
+        write!(
+            f,
+            "{sign}{}.{:09}",
+            abs / 1_000_000_000,
+            abs % 1_000_000_000
+        )
+    }
+}
+
+/// Formats the AT line a server sends for an IAMAT it received (no line ending):
+/// `AT <server> <skew> <client> <location> <time>`.
+pub fn format_at(server: &str, skew: Skew, report: &Report<'_>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(48 + report.client.len() + report.location.len());
+    out.extend_from_slice(b"AT ");
+    out.extend_from_slice(server.as_bytes());
+    out.extend_from_slice(format!(" {skew} ").as_bytes());
+    for (i, field) in [report.client, report.location, report.time]
+        .iter()
+        .enumerate()
+    {
+        if i > 0 {
+            out.push(b' ');
+        }
+        out.extend_from_slice(field);
+    }
+    out
+}
+
+/// Formats the answer to an invalid line: `? ` and the line as received (no line ending).
+pub fn format_invalid(line: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(line.len() + 3);
+    out.extend_from_slice(b"? ");
+    out.extend_from_slice(line);
+    out.push(b'\n');
+    out
+}
+
+/// Shows bytes in a log line: valid UTF-8 as is, anything else escaped, so a client's
+/// garbage can neither break a log line nor be hidden.
+pub struct Shown<'a>(pub &'a [u8]);
+
+impl fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for chunk in self.0.utf8_chunks() {
+            for c in chunk.valid().chars() {
+                if c.is_control() {
+                    write!(f, "{}", c.escape_default())?;
+                } else {
+                    write!(f, "{c}")?;
+                }
+            }
+            for b in chunk.invalid() {
+                write!(f, "\\x{b:02x}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(secs: u64, nanos: u32) -> Timestamp {
+        Timestamp { secs, nanos }
+    }
+
+    #[test]
+    fn times_parse_exactly() {
+        assert_eq!(
+            parse_time(b"1621464827.959498503"),
+            Some(ts(1621464827, 959498503))
+        );
+        assert_eq!(parse_time(b"1621464827.5"), Some(ts(1621464827, 500000000)));
+        assert_eq!(parse_time(b"160000"), Some(ts(160000, 0)));
+        assert_eq!(parse_time(b"0.000000001"), Some(ts(0, 1)));
+        assert_eq!(parse_time(b"18446744073709551615"), Some(ts(u64::MAX, 0)));
+        for bad in [
+            &b""[..],
+            b".5",
+            b"5.",
+            b"+5",
+            b"-5",
+            b"1e9",
+            b"1.0000000001",
+            b"18446744073709551616",
+            b"nan",
+            b"inf",
+            b"1.2.3",
+            b"12a",
+        ] {
+            assert_eq!(parse_time(bad), None, "{}", Shown(bad));
+        }
+    }
+
+    #[test]
+    fn times_compare_as_numbers() {
+        let a = parse_time(b"99.9").unwrap();
+        let b = parse_time(b"100").unwrap();
+        let c = parse_time(b"100.000000001").unwrap();
+        assert!(a < b && b < c);
+        assert_eq!(parse_time(b"100.5"), parse_time(b"100.500000000"));
+    }
+
+    #[test]
+    fn locations() {
+        let c = parse_location(b"+34.068930-118.445127").unwrap();
+        assert_eq!((c.lat, c.lng, c.split), (34.06893, -118.445127, 10));
+        let c = parse_location(b"+34-118").unwrap();
+        assert_eq!((c.lat, c.lng), (34.0, -118.0));
+        assert!(parse_location(b"-90+180").is_some());
+        assert!(parse_location(b"+90.000-180.0").is_some());
+        for bad in [
+            &b"+91.0-118.0"[..],
+            b"+90.0000000000000000001+0",
+            b"+0+180.5",
+            b"34.1-118.2",
+            b"+34.1118.2",
+            b"+34.1-118.2-1",
+            b"+34.-118",
+            b"+.5-118",
+            b"++34-118",
+            b"+34-",
+            b"+",
+            b"",
+            b"+1e3-118",
+            b"+nan-118",
+            b"+34-118x",
+        ] {
+            assert_eq!(parse_location(bad), None, "{}", Shown(bad));
+        }
+    }
+
+    #[test]
+    fn radius_and_bound() {
+        let r = parse_radius(b"10.5871263").unwrap();
+        assert_eq!(r.metres_text, "10587.1263");
+        assert_eq!(parse_radius(b"10").unwrap().metres_text, "10000");
+        assert_eq!(parse_radius(b"0").unwrap().metres_text, "0");
+        assert_eq!(parse_radius(b"0.0001").unwrap().metres_text, "0.1");
+        assert_eq!(parse_radius(b"0.5").unwrap().metres_text, "500");
+        assert_eq!(parse_radius(b"50.000").unwrap().metres_text, "50000");
+        assert_eq!(parse_radius(b"007.25").unwrap().metres_text, "7250");
+        for bad in [
+            &b"51"[..],
+            b"50.1",
+            b"-1",
+            b"+5",
+            b"1e1",
+            b"",
+            b"5.",
+            b"inf",
+        ] {
+            assert_eq!(parse_radius(bad), None, "{}", Shown(bad));
+        }
+        assert_eq!(parse_bound(b"0"), Some(0));
+        assert_eq!(parse_bound(b"20"), Some(20));
+        assert_eq!(parse_bound(b"007"), Some(7));
+        for bad in [
+            &b"21"[..],
+            b"-1",
+            b"+1",
+            b"1.0",
+            b"",
+            b"99999999999999999999999",
+        ] {
+            assert_eq!(parse_bound(bad), None, "{}", Shown(bad));
+        }
+    }
+
+    #[test]
+    fn valid_commands() {
+        let Some(Command::IAmAt(r)) =
+            parse(b"IAMAT kiwi.cs.ucla.edu +34.068930-118.445127 1621464827.959498503")
+        else {
+            panic!("IAMAT did not parse")
+        };
+        assert_eq!(r.client, b"kiwi.cs.ucla.edu");
+        assert_eq!(r.location, b"+34.068930-118.445127");
+        assert_eq!(r.time, b"1621464827.959498503");
+        // Any whitespace separates fields; leading and trailing whitespace is ignored.
+        assert!(matches!(
+            parse(b" \tIAMAT\x0bk\x0c+1+2   3\r"),
+            Some(Command::IAmAt(_))
+        ));
+        let Some(Command::At {
+            line,
+            server,
+            report,
+        }) =
+            parse(b"AT  Alford +0.263873386 kiwi +34.068930-118.445127 1621464827.5 Parker Bolden")
+        else {
+            panic!("AT did not parse")
+        };
+        assert_eq!(
+            line,
+            b"AT Alford +0.263873386 kiwi +34.068930-118.445127 1621464827.5"
+        );
+        assert_eq!(server, b"Alford");
+        assert_eq!(report.when, ts(1621464827, 500000000));
+        assert!(matches!(
+            parse(b"AT A -5 k +1+2 3"),
+            Some(Command::At { .. })
+        ));
+        let Some(Command::WhatsAt {
+            client,
+            radius,
+            bound,
+        }) = parse(b"WHATSAT kiwi 10 5")
+        else {
+            panic!("WHATSAT did not parse")
+        };
+        assert_eq!((client, radius.km, bound), (&b"kiwi"[..], 10.0, 5));
+        // Non-UTF-8 client ids are just bytes.
+        assert!(matches!(
+            parse(b"IAMAT \xff\xfe +1+2 3"),
+            Some(Command::IAmAt(_))
+        ));
+    }
+
+    #[test]
+    fn invalid_commands() {
+        for bad in [
+            &b"IAMAT Clark +12-118"[..],
+            b"IAMAT Clark +12-118 160000 123",
+            b"AS Clark +0.25 testuser +12-118 1234",
+            b"WHATSAT kiwi 51 5",
+            b"WHATSAT kiwi 10 21",
+            b"IAMAT kiwi +91.0-118.0 1621464827.5",
+            b"iamat kiwi +1+2 3",
+            b"IAMAT",
+            b"WHATSAT kiwi 10",
+            b"WHATSAT kiwi 10 5 6",
+            b"AT Alford 0.26 kiwi +1+2 3",
+            b"AT Alford +x kiwi +1+2 3",
+            b"AT Alford +0.2 kiwi +1+2",
+            b"AT Alford +0.2 kiwi +1+2 -3",
+            b"IAMAT kiwi +1+2 nan",
+            b"IAMAT kiwi +1+2 1e9",
+            b"IAMAT kiwi +1+2 +-5",
+            b"",
+        ] {
+            assert_eq!(parse(bad), None, "{}", Shown(bad));
+        }
+        let huge = [b"IAMAT".as_slice(), &b" x".repeat(10_000)].concat();
+        assert_eq!(parse(&huge), None);
+        assert_eq!(format_invalid(b" WHAT  x"), b"?  WHAT  x\n");
+    }
+
+    #[test]
+    fn skew_positive_negative_zero() {
+        let sent = ts(1621464827, 959498503);
+        assert_eq!(
+            Skew::between(ts(1621464828, 223371889), sent).to_string(),
+            "+0.263873386"
+        );
+        assert_eq!(
+            Skew::between(ts(1621464827, 0), sent).to_string(),
+            "-0.959498503"
+        );
+        assert_eq!(Skew::between(sent, sent).to_string(), "+0.000000000");
+        assert_eq!(
+            Skew::between(ts(10, 0), ts(0, 1)).to_string(),
+            "+9.999999999"
+        );
+        assert_eq!(
+            Skew::between(ts(0, 0), ts(u64::MAX, 0)).to_string(),
+            "-18446744073709551615.000000000"
+        );
+    }
+
+    #[test]
+    fn at_reply_copies_fields() {
+        let Some(Command::IAmAt(r)) =
+            parse(b"IAMAT kiwi.cs.ucla.edu +34.068930-118.445127 1621464827.959498503")
+        else {
+            panic!()
+        };
+        let line = format_at("Alford", Skew(263873386), &r);
+        assert_eq!(
+            line,
+            b"AT Alford +0.263873386 kiwi.cs.ucla.edu +34.068930-118.445127 1621464827.959498503"
+        );
+        // What a server produces, another parses back to the same fields.
+        let Some(Command::At {
+            report,
+            line: stored,
+            ..
+        }) = parse(&line)
+        else {
+            panic!()
+        };
+        assert_eq!(report, r);
+        assert_eq!(stored, line);
+    }
+
+    #[test]
+    fn shown_escapes() {
+        assert_eq!(Shown(b"a\tb\xffc").to_string(), "a\\tb\\xffc");
+    }
+}

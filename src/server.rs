@@ -1,0 +1,623 @@
+//! The reactor: one thread, one `mio::Poll`, every socket of this server.
+//!
+//! [`Server::run`] is the whole life of the program as a list of steps. The reactor knows
+//! tokens, buffers, interest and timers; what a line means is `herd`'s business.
+//!
+//! Rules it keeps (see the crate docs for why):
+//! - fixed sources have named tokens ([`LISTENER`], [`WAKER`], [`SIGNALS`]); every socket
+//!   gets a fresh token from a counter that never repeats;
+//! - every handler drains to `WouldBlock` (readiness is edge-triggered);
+//! - writes happen once per turn in [`Server::flush_writes`], links before clients, and
+//!   WRITABLE interest is held only while bytes remain;
+//! - a connection is closed only after the event batch, in [`Server::reap_closed`];
+//! - an I/O error closes its own connection and nothing else.
+
+use std::collections::HashMap;
+use std::io::{self, Read};
+use std::net::{Shutdown, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, TcpStream, UnixStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+
+use crate::client::Client;
+use crate::herd::{Herd, Origin};
+use crate::lines::Next;
+use crate::logging;
+use crate::peer::{LinkMode, LinkState, PeerLink};
+use crate::places::Provider;
+use crate::signals;
+use crate::transport::{Transport, interrupted, would_block};
+use crate::workers::Pool;
+
+/// The listening socket.
+pub const LISTENER: Token = Token(0);
+/// The waker the places workers use to hand results back.
+pub const WAKER: Token = Token(1);
+/// The self-pipe a SIGTERM or SIGINT writes to.
+pub const SIGNALS: Token = Token(2);
+/// Connection tokens start here and only go up.
+const FIRST_CONNECTION: usize = 3;
+
+/// Bytes asked of the kernel per read.
+const READ_CHUNK: usize = 16 << 10;
+/// Reads per readiness event before other connections get a turn.
+const READS_PER_EVENT: usize = 16;
+/// A client's unsent replies above this pause reading from it (backpressure).
+const OUT_HIGH: usize = 1 << 20;
+/// Replies waiting for lookups above this pause reading from a client.
+const MAX_WAITING: usize = 1024;
+/// How long after an overlong line we keep draining a client's input before closing, so
+/// our `? ` reply is not destroyed by a reset.
+const LINGER: Duration = Duration::from_secs(2);
+/// After `accept` fails for lack of descriptors, wait this long before trying again.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+/// How a server is set up; made from the command line by `cli`.
+pub struct Config {
+    /// This server's name.
+    pub name: String,
+    /// The neighbours: name and address.
+    pub neighbours: Vec<(String, SocketAddr)>,
+    /// The longest line accepted.
+    pub max_line: usize,
+    /// Persistent or per-update links.
+    pub links: LinkMode,
+    /// Places worker threads.
+    pub workers: usize,
+    /// Lookups that may wait for a worker before WHATSATs are answered "busy".
+    pub lookup_queue: usize,
+    /// Clients silent this long are closed (`None`: never).
+    pub idle_timeout: Option<Duration>,
+}
+
+/// One server of the herd.
+pub struct Server {
+    poll: Poll,
+    events: Events,
+    listener: TcpListener,
+    /// Kept alive for the workers; the poll needs it to exist.
+    _waker: Arc<Waker>,
+    signal_pipe: UnixStream,
+    clients: HashMap<Token, Client>,
+    herd: Herd,
+    next_token: usize,
+    max_line: usize,
+    idle_timeout: Option<Duration>,
+    /// Clients with output to write this turn (duplicates are harmless).
+    dirty: Vec<Token>,
+    /// Clients with input left to handle (a read budget ran out, or reading resumed).
+    more_to_read: Vec<Token>,
+    /// Connections to close after this turn's events, with why.
+    to_close: Vec<(Token, String)>,
+    /// Clients draining input after an overlong line, and until when.
+    lingering: Vec<(Token, Instant)>,
+    /// When to retry `accept` after running out of descriptors.
+    accept_retry_at: Option<Instant>,
+    /// When to look for idle clients next.
+    idle_check_at: Option<Instant>,
+}
+
+impl Server {
+    /// Sets a server up around an already bound listener (binding first lets start-up
+    /// errors about the address come before anything else, and lets clients connect at once).
+    pub fn new(
+        config: Config,
+        mut listener: TcpListener,
+        provider: Arc<dyn Provider>,
+    ) -> io::Result<Server> {
+        let poll = Poll::new()?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let mut signal_pipe = signals::wake_pipe()?;
+        poll.registry()
+            .register(&mut signal_pipe, SIGNALS, Interest::READABLE)?;
+        let pool = Pool::start(
+            Arc::clone(&provider),
+            config.workers,
+            config.lookup_queue,
+            Arc::clone(&waker),
+        );
+        let now = Instant::now();
+        let links = config
+            .neighbours
+            .iter()
+            .map(|(name, addr)| PeerLink::new(name.clone(), *addr, config.links, now))
+            .collect();
+        Ok(Server {
+            poll,
+            events: Events::with_capacity(1024),
+            listener,
+            _waker: waker,
+            signal_pipe,
+            clients: HashMap::new(),
+            herd: Herd::new(config.name, links, provider, pool),
+            next_token: FIRST_CONNECTION,
+            max_line: config.max_line,
+            idle_timeout: config.idle_timeout,
+            dirty: Vec::new(),
+            more_to_read: Vec::new(),
+            to_close: Vec::new(),
+            lingering: Vec::new(),
+            accept_retry_at: None,
+            idle_check_at: config.idle_timeout.map(|t| now + t),
+        })
+    }
+
+    /// Runs until SIGTERM or SIGINT. Only a failing `poll` is fatal.
+    pub fn run(&mut self) -> io::Result<()> {
+        log::info!(
+            "{} started, listening on {}",
+            self.herd.name,
+            self.listener.local_addr()?
+        );
+        while !signals::stop_requested() {
+            self.poll_events()?;
+            self.dispatch_events();
+            self.read_more();
+            self.drain_lookups();
+            self.run_timers();
+            self.flush_writes();
+            self.reap_closed();
+            logging::flush();
+        }
+        log::info!("{} stopped (signal)", self.herd.name);
+        logging::flush();
+        Ok(())
+    }
+
+    /// Sleeps until a socket is ready, a worker wakes us, or the next timer is due.
+    fn poll_events(&mut self) -> io::Result<()> {
+        let timeout = self.next_timeout();
+        match self.poll.poll(&mut self.events, timeout) {
+            Ok(()) => Ok(()),
+            // A signal landed: not an error. The loop condition looks at the stop flag.
+            Err(e) if interrupted(&e) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Zero when input is waiting to be handled, else the time until the earliest timer.
+    fn next_timeout(&self) -> Option<Duration> {
+        if !self.more_to_read.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let deadlines = self.herd.links.iter().filter_map(PeerLink::retry_at);
+        let deadlines = deadlines
+            .chain(self.accept_retry_at)
+            .chain(self.idle_check_at)
+            .chain(self.lingering.iter().map(|&(_, t)| t));
+        let now = Instant::now();
+        deadlines.min().map(|t| t.saturating_duration_since(now))
+    }
+
+    /// Hands each ready event to its handler.
+    fn dispatch_events(&mut self) {
+        // The events are moved out while handlers (which need `&mut self`) run.
+        let events = std::mem::replace(&mut self.events, Events::with_capacity(0));
+        for event in events.iter() {
+            match event.token() {
+                LISTENER => self.accept_ready(),
+                // Results are drained once per turn, however many wakes there were.
+                WAKER => {}
+                SIGNALS => self.drain_signal_pipe(),
+                token if self.clients.contains_key(&token) => {
+                    // Read first: the bytes may produce replies that the write then sends.
+                    if event.is_readable() || event.is_read_closed() || event.is_error() {
+                        self.client_readable(token);
+                    }
+                    if event.is_writable() {
+                        self.dirty.push(token);
+                    }
+                }
+                token => match self.link_index(token) {
+                    Some(i) => self.link_event(i, event.is_readable() || event.is_read_closed()),
+                    // Sporadic events for a socket closed earlier: safe to ignore, since
+                    // tokens are never reused.
+                    None => {}
+                },
+            }
+        }
+        self.events = events;
+    }
+
+    /// Accepts every pending connection.
+    fn accept_ready(&mut self) {
+        loop {
+            match self.listener.accept() {
+                Ok((stream, peer)) => self.add_client(stream, peer),
+                Err(e) if would_block(&e) => return,
+                Err(e) if interrupted(&e) => continue,
+                Err(e) if out_of_descriptors(&e) => {
+                    // The pending connection stays in the backlog, and edge-triggered
+                    // readiness will not fire again for it: come back on a timer, not a spin.
+                    log::warn!(
+                        "accept failed: {e}; retrying in {} ms",
+                        ACCEPT_RETRY.as_millis()
+                    );
+                    self.accept_retry_at = Some(Instant::now() + ACCEPT_RETRY);
+                    return;
+                }
+                // ECONNABORTED and friends concern one connection that is already gone.
+                Err(e) => log::warn!("accept failed: {e}"),
+            }
+        }
+    }
+
+    fn add_client(&mut self, stream: TcpStream, peer: SocketAddr) {
+        let token = self.new_token();
+        // Replies are small and latency matters more than packet count.
+        let _ = stream.set_nodelay(true);
+        match Transport::register(stream, token, self.poll.registry(), false) {
+            Ok(io) => {
+                log::info!("conn {} connected from {peer}", token.0);
+                self.clients
+                    .insert(token, Client::new(io, peer, self.max_line));
+            }
+            Err(e) => log::warn!("cannot register a connection from {peer}: {e}"),
+        }
+    }
+
+    fn new_token(&mut self) -> Token {
+        let token = Token(self.next_token);
+        self.next_token += 1;
+        token
+    }
+
+    /// Reads what a client sent and handles every complete line.
+    fn client_readable(&mut self, token: Token) {
+        let Some(client) = self.clients.get_mut(&token) else {
+            return;
+        };
+        if client.lingering_discard {
+            return self.discard_input(token);
+        }
+        // Lines left over from an earlier turn come first.
+        self.handle_input(token);
+        for _ in 0..READS_PER_EVENT {
+            let Some(client) = self.clients.get_mut(&token) else {
+                return;
+            };
+            if client.paused || client.input_closed || client.eof {
+                return;
+            }
+            let room = client.input.spare(READ_CHUNK);
+            let result = client.io.read(room);
+            let n = match &result {
+                Ok(Some(n)) => *n,
+                _ => 0,
+            };
+            client.input.filled(n, READ_CHUNK);
+            match result {
+                Ok(Some(0)) => client.eof = true,
+                Ok(Some(_)) => client.last_active = Instant::now(),
+                Ok(None) => return,
+                Err(e) => return self.to_close.push((token, format!("read error: {e}"))),
+            }
+            self.handle_input(token);
+        }
+        // Budget spent with bytes maybe still in the kernel: come back next turn.
+        self.more_to_read.push(token);
+    }
+
+    /// Handles buffered lines until none is complete or the client must wait (backpressure).
+    /// At end of input, the last unterminated line is handled too.
+    fn handle_input(&mut self, token: Token) {
+        let Some(client) = self.clients.get_mut(&token) else {
+            return;
+        };
+        while !client.input_closed {
+            if client.io.backlog() > OUT_HIGH || client.replies.waiting() > MAX_WAITING {
+                client.paused = true;
+                break;
+            }
+            match client.input.next_line() {
+                Next::Line(range) => {
+                    let line = client.input.get(range);
+                    self.herd.handle_line(
+                        token,
+                        Origin::Accepted,
+                        line,
+                        &mut client.replies,
+                        client.io.out_mut(),
+                    );
+                }
+                Next::TooLong(range) => {
+                    let reply = crate::protocol::format_invalid(client.input.get(range));
+                    log::warn!(
+                        "conn {}: line over {} bytes; answering and closing",
+                        token.0,
+                        self.max_line
+                    );
+                    client.replies.push(client.io.out_mut(), &reply);
+                    client.input_closed = true;
+                    client.lingering_discard = true;
+                }
+                Next::Incomplete => {
+                    if client.eof {
+                        if let Some(range) = client.input.finish() {
+                            let line = client.input.get(range);
+                            self.herd.handle_line(
+                                token,
+                                Origin::Accepted,
+                                line,
+                                &mut client.replies,
+                                client.io.out_mut(),
+                            );
+                        }
+                        client.input_closed = true;
+                    }
+                    break;
+                }
+            }
+        }
+        self.dirty.push(token);
+    }
+
+    /// Throws away input from a client that is being closed after an overlong line.
+    fn discard_input(&mut self, token: Token) {
+        let Some(client) = self.clients.get_mut(&token) else {
+            return;
+        };
+        let mut scratch = [0u8; 4096];
+        for _ in 0..256 {
+            match client.io.read(&mut scratch) {
+                Ok(Some(0)) => {
+                    return self
+                        .to_close
+                        .push((token, "closed after an overlong line".into()));
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => return,
+                Err(e) => return self.to_close.push((token, format!("read error: {e}"))),
+            }
+        }
+        self.more_to_read.push(token);
+    }
+
+    /// Goes back to clients whose input was left for later.
+    fn read_more(&mut self) {
+        for token in std::mem::take(&mut self.more_to_read) {
+            self.client_readable(token);
+        }
+    }
+
+    /// Gives every finished lookup to the WHATSATs waiting for it.
+    fn drain_lookups(&mut self) {
+        for done in self.herd.finished_lookups() {
+            self.herd
+                .lookup_done(done, &mut self.clients, &mut self.dirty);
+        }
+    }
+
+    /// Starts link connects that are due, retries `accept`, closes idle and lingering clients.
+    fn run_timers(&mut self) {
+        let now = Instant::now();
+        for i in 0..self.herd.links.len() {
+            if self.herd.links[i].retry_at().is_some_and(|t| t <= now) {
+                self.start_connect(i);
+            }
+        }
+        if self.accept_retry_at.is_some_and(|t| t <= now) {
+            self.accept_retry_at = None;
+            self.accept_ready();
+        }
+        let (due, waiting): (Vec<_>, Vec<_>) =
+            self.lingering.drain(..).partition(|&(_, t)| t <= now);
+        self.lingering = waiting;
+        for (token, _) in due {
+            self.to_close
+                .push((token, "closed after an overlong line".into()));
+        }
+        if let (Some(limit), Some(at)) = (self.idle_timeout, self.idle_check_at)
+            && at <= now
+        {
+            for (token, client) in &self.clients {
+                let idle = now.duration_since(client.last_active);
+                if idle >= limit && client.replies.waiting() == 0 {
+                    self.to_close
+                        .push((*token, format!("idle for {} s", idle.as_secs())));
+                }
+            }
+            self.idle_check_at = Some(now + limit.min(Duration::from_secs(1)));
+        }
+    }
+
+    /// Writes everything queued this turn: links first, so a flood leaves before the reply
+    /// to the IAMAT that caused it (SPEC §2), then clients.
+    fn flush_writes(&mut self) {
+        for i in std::mem::take(&mut self.herd.overflowed) {
+            let name = self.herd.links[i].name.clone();
+            self.link_failed(i, &format!("{name} is not reading: queue over its limit"));
+        }
+        for i in std::mem::take(&mut self.herd.want_connect) {
+            self.start_connect(i);
+        }
+        for i in 0..self.herd.links.len() {
+            self.flush_link(i);
+        }
+        let registry = self.poll.registry();
+        for token in std::mem::take(&mut self.dirty) {
+            let Some(client) = self.clients.get_mut(&token) else {
+                continue;
+            };
+            if let Err(e) = client.io.flush(registry) {
+                self.to_close.push((token, format!("write error: {e}")));
+                continue;
+            }
+            if client.finished() {
+                if client.lingering_discard {
+                    // Send FIN after the reply, then drain what the client still sends.
+                    if !self.lingering.iter().any(|&(t, _)| t == token) {
+                        let _ = client.io.stream.shutdown(Shutdown::Write);
+                        self.lingering.push((token, Instant::now() + LINGER));
+                        self.more_to_read.push(token);
+                    }
+                } else {
+                    self.to_close.push((token, "done".into()));
+                }
+            } else if client.paused
+                && client.io.backlog() <= OUT_HIGH / 2
+                && client.replies.waiting() <= MAX_WAITING / 2
+            {
+                client.paused = false;
+                self.more_to_read.push(token);
+            }
+        }
+    }
+
+    /// Removes and deregisters the connections marked for closing during this turn.
+    fn reap_closed(&mut self) {
+        for (token, why) in std::mem::take(&mut self.to_close) {
+            if let Some(mut client) = self.clients.remove(&token) {
+                client.io.deregister(self.poll.registry());
+                log::info!("conn {} from {} closed: {why}", token.0, client.peer);
+            }
+        }
+    }
+
+    /// Empties the self-pipe; the stop flag it announces is checked by the loop.
+    fn drain_signal_pipe(&mut self) {
+        let mut buf = [0u8; 64];
+        while let Ok(n) = self.signal_pipe.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+        }
+    }
+
+    // ---- links to neighbours ----
+
+    fn link_index(&self, token: Token) -> Option<usize> {
+        self.herd
+            .links
+            .iter()
+            .position(|l| l.token() == Some(token))
+    }
+
+    /// Starts a nonblocking connect to neighbour `i`.
+    fn start_connect(&mut self, i: usize) {
+        let token = self.new_token();
+        let link = &mut self.herd.links[i];
+        if link.token().is_some() {
+            return;
+        }
+        let result = TcpStream::connect(link.addr)
+            .and_then(|stream| Transport::register(stream, token, self.poll.registry(), true));
+        match result {
+            Ok(transport) => {
+                log::debug!("link to {}: connecting (conn {})", link.name, token.0);
+                link.connecting(transport);
+            }
+            // A refusal can come straight back from connect().
+            Err(e) => {
+                let why = format!("connect to {} failed: {e}", link.addr);
+                self.link_failed(i, &why);
+            }
+        }
+    }
+
+    /// An event on a link's socket.
+    fn link_event(&mut self, i: usize, readable: bool) {
+        let link = &mut self.herd.links[i];
+        match &mut link.state {
+            LinkState::Connecting(t) => {
+                // The outcome of a nonblocking connect. take_error() exactly once, first: a
+                // second call returns None and would make a refusal look like success.
+                match t.stream.take_error() {
+                    Ok(Some(e)) | Err(e) => {
+                        let why = format!("connect to {} failed: {e}", link.addr);
+                        return self.link_failed(i, &why);
+                    }
+                    Ok(None) => {}
+                }
+                match t.stream.peer_addr() {
+                    Ok(_) => {
+                        let token = t.token;
+                        let store = &self.herd.store;
+                        link.connected(|| store.snapshot());
+                        log::info!(
+                            "link to {} up (conn {}){}",
+                            link.name,
+                            token.0,
+                            if link.syncing() {
+                                ", sending what we know"
+                            } else {
+                                ""
+                            }
+                        );
+                    }
+                    // Not connected yet: a spurious event. Wait for the next one.
+                    Err(e) if e.kind() == io::ErrorKind::NotConnected => {}
+                    Err(e) => {
+                        let why = format!("connect to {} failed: {e}", link.addr);
+                        self.link_failed(i, &why);
+                    }
+                }
+            }
+            LinkState::Up(t) if readable => {
+                // Neighbours do not answer AT lines; read only to notice a close.
+                let mut scratch = [0u8; 4096];
+                loop {
+                    match t.read(&mut scratch) {
+                        Ok(Some(0)) => return self.link_failed(i, "closed by the neighbour"),
+                        Ok(Some(n)) => log::debug!("link to {}: ignored {n} bytes", link.name),
+                        Ok(None) => break,
+                        Err(e) => return self.link_failed(i, &format!("read error: {e}")),
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Writes a link's queue (topping it up from a catch-up); in per-update mode, closes the
+    /// connection once everything is written.
+    fn flush_link(&mut self, i: usize) {
+        let registry = self.poll.registry();
+        let link = &mut self.herd.links[i];
+        if !matches!(link.state, LinkState::Up(_)) {
+            return;
+        }
+        loop {
+            link.refill();
+            let Some(t) = link.transport() else { return };
+            if t.backlog() == 0 {
+                break;
+            }
+            match t.flush(registry) {
+                Ok(_) if t.backlog() == 0 && link.syncing() => continue,
+                Ok(_) => break,
+                Err(e) => return self.link_failed(i, &format!("write error: {e}")),
+            }
+        }
+        if let Some(mut t) = link.finish_update() {
+            t.deregister(registry);
+            log::info!("link to {}: update written, connection closed", link.name);
+        }
+    }
+
+    /// A link failed or dropped: close its socket and schedule a retry.
+    fn link_failed(&mut self, i: usize, why: &str) {
+        let link = &mut self.herd.links[i];
+        if let Some(t) = link.transport() {
+            t.deregister(self.poll.registry());
+        }
+        let delay = link.failed(Instant::now());
+        let retry = match link.mode {
+            LinkMode::Persistent => format!("retry in {} ms", delay.as_millis()),
+            LinkMode::PerUpdate => format!("probe in {} ms", delay.as_millis()),
+        };
+        log::info!("link to {} down: {why}; {retry}", link.name);
+    }
+}
+
+/// True for the accept errors that mean "no file descriptors (or memory) left right now".
+fn out_of_descriptors(err: &io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}

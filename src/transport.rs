@@ -1,0 +1,139 @@
+//! A nonblocking TCP stream with an output buffer: Twisted's `FileDescriptor`, by hand.
+//!
+//! `queue` only appends; `flush` writes what the socket takes right now and arms WRITABLE
+//! interest only while bytes remain, so an idle connection costs the loop nothing and a slow
+//! reader gets the rest when the kernel says it has room (mio is edge-triggered: we are told
+//! once, and must write until the kernel refuses).
+
+use std::io::{self, Read, Write};
+
+use mio::net::TcpStream;
+use mio::{Interest, Registry, Token};
+
+/// True for the error that means "try again later" on a nonblocking socket.
+pub fn would_block(err: &io::Error) -> bool {
+    err.kind() == io::ErrorKind::WouldBlock
+}
+
+/// True for the error that means "a signal interrupted the call; just retry it".
+pub fn interrupted(err: &io::Error) -> bool {
+    err.kind() == io::ErrorKind::Interrupted
+}
+
+/// One registered, nonblocking socket and the bytes waiting to be written to it.
+#[derive(Debug)]
+pub struct Transport {
+    /// The socket.
+    pub stream: TcpStream,
+    /// Its token in the poll (fresh for every socket, never reused).
+    pub token: Token,
+    out: Vec<u8>,
+    /// How much of `out` is already written.
+    sent: usize,
+    /// Whether WRITABLE interest is registered right now.
+    write_armed: bool,
+}
+
+impl Transport {
+    /// Registers `stream` for READABLE events (plus WRITABLE when `connecting`, because a
+    /// nonblocking connect reports its outcome as writability).
+    pub fn register(
+        mut stream: TcpStream,
+        token: Token,
+        registry: &Registry,
+        connecting: bool,
+    ) -> io::Result<Transport> {
+        let interest = if connecting {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        registry.register(&mut stream, token, interest)?;
+        Ok(Transport {
+            stream,
+            token,
+            out: Vec::new(),
+            sent: 0,
+            write_armed: connecting,
+        })
+    }
+
+    /// Appends bytes to send. Nothing is written until [`flush`](Self::flush).
+    pub fn queue(&mut self, bytes: &[u8]) {
+        self.out.extend_from_slice(bytes);
+    }
+
+    /// The buffer to append to directly (avoids a copy when building a reply in place).
+    pub fn out_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.out
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn backlog(&self) -> usize {
+        self.out.len() - self.sent
+    }
+
+    /// Writes until the buffer is empty or the kernel says `WouldBlock`, then arms or
+    /// disarms WRITABLE to match. Returns how many bytes were written. An error means the
+    /// connection is broken; the caller closes it.
+    pub fn flush(&mut self, registry: &Registry) -> io::Result<usize> {
+        let mut written = 0;
+        while self.sent < self.out.len() {
+            match self.stream.write(&self.out[self.sent..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.sent += n;
+                    written += n;
+                }
+                Err(e) if would_block(&e) => break,
+                Err(e) if interrupted(&e) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        if self.sent == self.out.len() {
+            self.out.clear();
+            self.sent = 0;
+            if self.out.capacity() > 1 << 20 {
+                // Give a burst's memory back once it is written.
+                self.out = Vec::new();
+            }
+        } else if self.sent > (1 << 16) && self.sent * 2 > self.out.len() {
+            self.out.drain(..self.sent);
+            self.sent = 0;
+        }
+        self.set_write_interest(registry, self.backlog() > 0)?;
+        Ok(written)
+    }
+
+    /// Registers or drops WRITABLE interest, only when it changes (a syscall each time).
+    pub fn set_write_interest(&mut self, registry: &Registry, want: bool) -> io::Result<()> {
+        if want != self.write_armed {
+            let interest = if want {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            registry.reregister(&mut self.stream, self.token, interest)?;
+            self.write_armed = want;
+        }
+        Ok(())
+    }
+
+    /// Reads into `buf`, retrying on `Interrupted`. `Ok(None)` means `WouldBlock`.
+    pub fn read(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        loop {
+            match self.stream.read(buf) {
+                Ok(n) => return Ok(Some(n)),
+                Err(e) if would_block(&e) => return Ok(None),
+                Err(e) if interrupted(&e) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Takes the socket out of the poll before it is dropped (closed).
+    pub fn deregister(&mut self, registry: &Registry) {
+        // An error here means it was not registered; there is nothing else to undo.
+        let _ = registry.deregister(&mut self.stream);
+    }
+}
