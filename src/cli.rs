@@ -150,7 +150,7 @@ pub enum Parsed {
     /// Print the usage and exit 0.
     Help,
     /// Run with these options.
-    Run(Options),
+    Run(Box<Options>),
 }
 
 /// Parses the arguments (without the program name). The error is one line.
@@ -193,7 +193,7 @@ pub fn parse(args: &[String]) -> Result<Parsed, String> {
         })?,
     };
     let idle = number(&m, "idle-timeout", 600, 0)?;
-    Ok(Parsed::Run(Options {
+    Ok(Parsed::Run(Box::new(Options {
         server,
         herd,
         topology: m
@@ -215,7 +215,7 @@ pub fn parse(args: &[String]) -> Result<Parsed, String> {
         lookup_queue: number(&m, "lookup-queue", 256, 1)?,
         idle_timeout: (idle > 0).then(|| Duration::from_secs(idle as u64)),
         passthrough: args.iter().filter(|a| *a != "--herd").cloned().collect(),
-    }))
+    })))
 }
 
 /// A whole-number option with a default and a minimum.
@@ -314,7 +314,7 @@ mod tests {
 
     fn options(line: &str) -> Options {
         match parse(&args(line)) {
-            Ok(Parsed::Run(o)) => o,
+            Ok(Parsed::Run(o)) => *o,
             other => panic!("{line}: {other:?}"),
         }
     }

@@ -209,23 +209,21 @@ impl Herd {
             waiters.push(waiter);
             return;
         }
-        match self.pool.submit(Job {
+        let job = Job {
             key: key.clone(),
             query,
-        }) {
-            Ok(()) => {
-                self.in_flight.insert(key, vec![waiter]);
-            }
-            Err(_) => {
-                log::warn!("conn {}: lookup queue full, answering busy", token.0);
-                let body = json::prepare(&json::error_body(
-                    "OVER_QUERY_LIMIT",
-                    "server busy: too many places lookups waiting; try again later",
-                ));
-                let reply = whatsat_reply(&waiter, &body);
-                log_whatsat_reply(&waiter, "OVER_QUERY_LIMIT", &reply);
-                replies.fill(out, waiter.seq, reply);
-            }
+        };
+        if self.pool.submit(job) {
+            self.in_flight.insert(key, vec![waiter]);
+        } else {
+            log::warn!("conn {}: lookup queue full, answering busy", token.0);
+            let body = json::prepare(&json::error_body(
+                "OVER_QUERY_LIMIT",
+                "server busy: too many places lookups waiting; try again later",
+            ));
+            let reply = whatsat_reply(&waiter, &body);
+            log_whatsat_reply(&waiter, "OVER_QUERY_LIMIT", &reply);
+            replies.fill(out, waiter.seq, reply);
         }
     }
 

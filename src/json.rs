@@ -276,9 +276,10 @@ mod tests {
         let many = to_google_string(&json!(vec![0; 25]));
         assert_eq!(many.lines().count(), 27);
         // 74 characters or more: spread.
-        let long = json!(["x".repeat(33), "y".repeat(33)]);
+        // `[ "x…", "y…" ]` is 4 + 2 + 2 × (n + 2) characters: 74 at n = 32.
+        let long = json!(["x".repeat(32), "y".repeat(32)]);
         assert_eq!(to_google_string(&long).lines().count(), 4);
-        let short = json!(["x".repeat(32), "y".repeat(32)]);
+        let short = json!(["x".repeat(31), "y".repeat(31)]);
         assert_eq!(to_google_string(&short).lines().count(), 1);
         assert_eq!(to_google_string(&json!([[1]])), "[\n   [ 1 ]\n]");
     }

@@ -212,12 +212,13 @@ impl Server {
                         self.dirty.push(token);
                     }
                 }
-                token => match self.link_index(token) {
-                    Some(i) => self.link_event(i, event.is_readable() || event.is_read_closed()),
-                    // Sporadic events for a socket closed earlier: safe to ignore, since
-                    // tokens are never reused.
-                    None => {}
-                },
+                // Otherwise a link, or a sporadic event for a socket closed earlier: safe to
+                // ignore, since tokens are never reused.
+                token => {
+                    if let Some(i) = self.link_index(token) {
+                        self.link_event(i, event.is_readable() || event.is_read_closed());
+                    }
+                }
             }
         }
         self.events = events;

@@ -46,7 +46,7 @@ impl Topology {
             let addr_text = words
                 .next()
                 .ok_or_else(|| err(format!("server {name} has no host:port")))?;
-            let addr = parse_addr(addr_text).map_err(|e| err(e))?;
+            let addr = parse_addr(addr_text).map_err(&err)?;
             if servers.iter().any(|s| s.name == name) {
                 return Err(err(format!("duplicate server name {name}")));
             }

@@ -91,11 +91,12 @@ impl Pool {
         Pool { jobs, results }
     }
 
-    /// Queues a job, or hands it back when the queue is full (the caller answers "busy").
-    pub fn submit(&self, job: Job) -> Result<(), Job> {
-        self.jobs.try_send(job).map_err(|e| match e {
-            TrySendError::Full(job) | TrySendError::Disconnected(job) => job,
-        })
+    /// Queues a job; `false` when the queue is full (the caller answers "busy").
+    pub fn submit(&self, job: Job) -> bool {
+        match self.jobs.try_send(job) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
+        }
     }
 
     /// Every result that has arrived, without waiting.

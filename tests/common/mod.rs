@@ -1,0 +1,326 @@
+//! Shared test support: start herds of the real binary on free loopback ports, talk to them,
+//! and always clean up. Every wait here is bounded; every process started is killed on drop.
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+pub mod http_stub;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_proxy-herd");
+
+/// How long any single wait in a test may take before the test fails.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// The default herd's links (SPEC §1), as `(server, neighbours named on its line)`.
+pub const DEFAULT_HERD: &[(&str, &[&str])] = &[
+    ("Alford", &["Parker", "Powell"]),
+    ("Bolden", &["Parker", "Powell"]),
+    ("Hamilton", &["Parker"]),
+    ("Parker", &[]),
+    ("Powell", &[]),
+];
+
+/// `n` distinct free ports on 127.0.0.1, found by binding port 0 (all held at once, so they
+/// differ, then released for the servers to take).
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
+}
+
+/// A fresh, empty scratch directory for one test.
+pub fn scratch_dir(tag: &str) -> PathBuf {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let dir =
+        std::env::temp_dir().join(format!("proxy-herd-test-{}-{tag}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Polls `check` until it returns true or `PATIENCE` runs out.
+pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while Instant::now() < deadline {
+        if check() {
+            return;
+        }
+        sleep(Duration::from_millis(20));
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+/// A herd of real server processes, stopped (killed) when dropped.
+pub struct Herd {
+    /// Where the topology file and logs live.
+    pub dir: PathBuf,
+    /// The topology file.
+    pub topology: PathBuf,
+    /// Every server's address.
+    pub addrs: HashMap<String, SocketAddr>,
+    /// Extra command-line arguments given to every server.
+    pub args: Vec<String>,
+    children: HashMap<String, Child>,
+}
+
+impl Herd {
+    /// Writes a topology for `servers` on free ports, without starting anything.
+    pub fn plan(tag: &str, servers: &[(&str, &[&str])], args: &[&str]) -> Herd {
+        let dir = scratch_dir(tag);
+        let ports = free_ports(servers.len());
+        let mut text = String::from("# written by the test\n");
+        let mut addrs = HashMap::new();
+        for ((name, neighbours), port) in servers.iter().zip(ports) {
+            text.push_str(&format!(
+                "{name} 127.0.0.1:{port} {}\n",
+                neighbours.join(" ")
+            ));
+            addrs.insert(name.to_string(), SocketAddr::from(([127, 0, 0, 1], port)));
+        }
+        let topology = dir.join("topology.txt");
+        std::fs::write(&topology, text).unwrap();
+        Herd {
+            dir,
+            topology,
+            addrs,
+            args: args.iter().map(|s| s.to_string()).collect(),
+            children: HashMap::new(),
+        }
+    }
+
+    /// Plans and starts every server, and waits until each accepts connections.
+    pub fn start(tag: &str, servers: &[(&str, &[&str])], args: &[&str]) -> Herd {
+        let mut herd = Herd::plan(tag, servers, args);
+        for (name, _) in servers {
+            herd.start_server(name);
+        }
+        herd
+    }
+
+    /// The default five-server herd.
+    pub fn default_herd(tag: &str, args: &[&str]) -> Herd {
+        Herd::start(tag, DEFAULT_HERD, args)
+    }
+
+    /// The command that runs server `name` of this herd.
+    pub fn command(&self, name: &str) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.arg(name)
+            .arg("--topology")
+            .arg(&self.topology)
+            .arg("--log-dir")
+            .arg(self.dir.join("logs"))
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        cmd
+    }
+
+    /// Starts (or restarts) one server and waits until it accepts connections.
+    pub fn start_server(&mut self, name: &str) {
+        let child = self.command(name).spawn().expect("cannot start proxy-herd");
+        self.children.insert(name.to_string(), child);
+        let addr = self.addr(name);
+        eventually(&format!("{name} accepting on {addr}"), || {
+            TcpStream::connect(addr).is_ok()
+        });
+    }
+
+    /// Kills a server at once (SIGKILL), like a crash.
+    pub fn kill(&mut self, name: &str) {
+        if let Some(mut child) = self.children.remove(name) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops a server with SIGTERM and waits for it to exit; returns its stderr.
+    pub fn terminate(&mut self, name: &str) -> String {
+        let mut child = self.children.remove(name).expect("no such server running");
+        unsafe_sigterm(child.id());
+        let deadline = Instant::now() + PATIENCE;
+        while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            sleep(Duration::from_millis(10));
+        }
+        let _ = child.kill();
+        let output = child.wait_with_output().unwrap();
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    }
+
+    /// The process id of a running server.
+    pub fn pid(&self, name: &str) -> u32 {
+        self.children[name].id()
+    }
+
+    /// Where server `name` listens.
+    pub fn addr(&self, name: &str) -> SocketAddr {
+        self.addrs[name]
+    }
+
+    /// The log file of server `name` so far (the server flushes it every loop turn).
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.join("logs").join(format!("{name}.log")))
+            .unwrap_or_default()
+    }
+
+    /// One command per connection, the grading scripts' way (see [`one_shot`]).
+    pub fn ask(&self, name: &str, request: &str) -> String {
+        String::from_utf8_lossy(&one_shot(self.addr(name), request.as_bytes())).into_owned()
+    }
+}
+
+impl Drop for Herd {
+    fn drop(&mut self) {
+        for (_, mut child) in self.children.drain() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Sends SIGTERM through the `kill` command (the tests use no libc of their own).
+pub fn unsafe_sigterm(pid: u32) {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status();
+}
+
+/// Connect, write the request (often with no final newline), half-close, read until the
+/// server closes: how the course's grading scripts talk to a server.
+pub fn one_shot(addr: SocketAddr, request: &[u8]) -> Vec<u8> {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    stream.write_all(request).unwrap();
+    stream.shutdown(Shutdown::Write).unwrap();
+    let mut reply = Vec::new();
+    stream
+        .read_to_end(&mut reply)
+        .expect("server did not close the connection in time");
+    reply
+}
+
+/// A long-lived client connection, reading replies line by line.
+pub struct Client {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl Client {
+    /// Connects to `addr` with a read timeout of `PATIENCE`.
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        Client {
+            writer: stream.try_clone().unwrap(),
+            reader: BufReader::new(stream),
+        }
+    }
+
+    /// Writes raw bytes.
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).unwrap();
+    }
+
+    /// Reads one line, with its `\n`.
+    pub fn line(&mut self) -> String {
+        let mut line = String::new();
+        self.reader
+            .read_line(&mut line)
+            .expect("no reply line in time");
+        line
+    }
+
+    /// Reads one WHATSAT reply: everything up to and including the blank line.
+    pub fn whatsat_reply(&mut self) -> String {
+        let mut reply = String::new();
+        loop {
+            let line = self.line();
+            assert!(
+                !line.is_empty(),
+                "connection closed inside a WHATSAT reply: {reply}"
+            );
+            reply.push_str(&line);
+            if line == "\n" {
+                return reply;
+            }
+        }
+    }
+
+    /// Half-closes and reads whatever is left until the server closes.
+    pub fn finish(mut self) -> String {
+        self.writer.shutdown(Shutdown::Write).unwrap();
+        let mut rest = Vec::new();
+        self.reader.read_to_end(&mut rest).unwrap();
+        String::from_utf8_lossy(&rest).into_owned()
+    }
+}
+
+/// A client's POSIX time right now, as IAMAT wants it (`secs.nanos`).
+pub fn now_text() -> String {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    format!("{}.{:09}", d.as_secs(), d.subsec_nanos())
+}
+
+/// The first line of a reply.
+pub fn first_line(reply: &str) -> &str {
+    reply.split('\n').next().unwrap_or("")
+}
+
+/// ESTABLISHED TCP sockets on this machine whose remote port is `port` (from /proc/net/tcp).
+pub fn established_to(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .filter(|row| {
+            let cols: Vec<&str> = row.split_whitespace().collect();
+            cols.len() > 3
+                && cols[3] == "01"
+                && cols[2]
+                    .rsplit(':')
+                    .next()
+                    .and_then(|p| u16::from_str_radix(p, 16).ok())
+                    == Some(port)
+        })
+        .count()
+}
+
+/// Runs the binary with `args` and returns (exit code, stderr), bounded by `PATIENCE`.
+pub fn run_to_exit(args: &[&str], cwd: &Path) -> (Option<i32>, String) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+        sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let output = child.wait_with_output().unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
