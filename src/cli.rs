@@ -59,6 +59,8 @@ pub struct Options {
     pub lookup_queue: usize,
     /// Close clients idle this long (`None`: never).
     pub idle_timeout: Option<Duration>,
+    /// Log every loop turn and event.
+    pub trace: bool,
     /// The arguments as given, minus `--herd`, for the children of `--herd`.
     pub passthrough: Vec<String>,
 }
@@ -141,6 +143,11 @@ fn definitions() -> getopts::Options {
         "close clients silent this long, in seconds; 0 = never (default 600)",
         "SECS",
     );
+    o.optflag(
+        "",
+        "trace",
+        "log every loop turn, event and byte count (to learn how the loop works)",
+    );
     o
 }
 
@@ -214,6 +221,7 @@ pub fn parse(args: &[String]) -> Result<Parsed, String> {
         workers: number(&m, "workers", 4, 1)?,
         lookup_queue: number(&m, "lookup-queue", 256, 1)?,
         idle_timeout: (idle > 0).then(|| Duration::from_secs(idle as u64)),
+        trace: m.opt_present("trace"),
         passthrough: args.iter().filter(|a| *a != "--herd").cloned().collect(),
     })))
 }
@@ -266,6 +274,7 @@ pub fn run_server(options: &Options, name: &str) -> Result<(), String> {
         workers: options.workers,
         lookup_queue: options.lookup_queue,
         idle_timeout: options.idle_timeout,
+        trace: options.trace,
     };
     let neighbours: Vec<&str> = config.neighbours.iter().map(|(n, _)| n.as_str()).collect();
     log::info!(

@@ -12,6 +12,7 @@ use mio::Token;
 
 use crate::client::{Client, Replies};
 use crate::json::{self, Prepared};
+use crate::logging::trace;
 use crate::peer::{PeerLink, Sent};
 use crate::places::{Provider, Query};
 use crate::protocol::{self, Command, Report, Shown, Skew, Timestamp};
@@ -56,6 +57,8 @@ pub struct Herd {
     in_flight: HashMap<LookupKey, Vec<Waiter>>,
     provider: Arc<dyn Provider>,
     pool: Pool,
+    /// `--trace`: say what each line was parsed as, and what was queued where.
+    trace: bool,
 }
 
 impl Herd {
@@ -65,6 +68,7 @@ impl Herd {
         links: Vec<PeerLink>,
         provider: Arc<dyn Provider>,
         pool: Pool,
+        trace: bool,
     ) -> Herd {
         Herd {
             name,
@@ -75,6 +79,7 @@ impl Herd {
             in_flight: HashMap::new(),
             provider,
             pool,
+            trace,
         }
     }
 
@@ -91,7 +96,19 @@ impl Herd {
             return;
         }
         log::info!("conn {} < {}", token.0, Shown(line));
-        match protocol::parse(line) {
+        let command = protocol::parse(line);
+        trace!(
+            self.trace,
+            "conn {}: parsed as {}",
+            token.0,
+            match &command {
+                Some(Command::IAmAt(_)) => "IAMAT",
+                Some(Command::At { .. }) => "AT",
+                Some(Command::WhatsAt { .. }) => "WHATSAT",
+                None => "invalid",
+            }
+        );
+        match command {
             Some(Command::IAmAt(report)) => self.iamat(token, origin, &report, replies, out),
             Some(Command::At {
                 report, line: at, ..
@@ -148,7 +165,15 @@ impl Herd {
         framed.push(b'\n');
         for (i, link) in self.links.iter_mut().enumerate() {
             match link.send(&framed) {
-                Sent::Queued => log::info!("flood to {}: {}", link.name, Shown(&line)),
+                Sent::Queued => {
+                    log::info!("flood to {}: {}", link.name, Shown(&line));
+                    trace!(
+                        self.trace,
+                        "queued {} bytes for {}",
+                        framed.len(),
+                        link.name
+                    );
+                }
                 Sent::NeedConnect => {
                     log::info!("flood to {} (new connection): {}", link.name, Shown(&line));
                     if !self.want_connect.contains(&i) {
@@ -214,6 +239,10 @@ impl Herd {
             query,
         };
         if self.pool.submit(job) {
+            trace!(
+                self.trace,
+                "conn {}: lookup queued for the workers", token.0
+            );
             self.in_flight.insert(key, vec![waiter]);
         } else {
             log::warn!("conn {}: lookup queue full, answering busy", token.0);

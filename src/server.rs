@@ -24,7 +24,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use crate::client::Client;
 use crate::herd::{Herd, Origin};
 use crate::lines::Next;
-use crate::logging;
+use crate::logging::{self, trace};
 use crate::peer::{LinkMode, LinkState, PeerLink};
 use crate::places::Provider;
 use crate::signals;
@@ -70,6 +70,8 @@ pub struct Config {
     pub lookup_queue: usize,
     /// Clients silent this long are closed (`None`: never).
     pub idle_timeout: Option<Duration>,
+    /// Log every loop turn and event (`--trace`).
+    pub trace: bool,
 }
 
 /// One server of the herd.
@@ -97,6 +99,10 @@ pub struct Server {
     accept_retry_at: Option<Instant>,
     /// When to look for idle clients next.
     idle_check_at: Option<Instant>,
+    /// `--trace`: log each turn, event and byte count.
+    trace: bool,
+    /// Loop turns so far (for the trace).
+    turn: u64,
 }
 
 impl Server {
@@ -133,7 +139,7 @@ impl Server {
             _waker: waker,
             signal_pipe,
             clients: HashMap::new(),
-            herd: Herd::new(config.name, links, provider, pool),
+            herd: Herd::new(config.name, links, provider, pool, config.trace),
             next_token: FIRST_CONNECTION,
             max_line: config.max_line,
             idle_timeout: config.idle_timeout,
@@ -143,6 +149,8 @@ impl Server {
             lingering: Vec::new(),
             accept_retry_at: None,
             idle_check_at: config.idle_timeout.map(|t| now + t),
+            trace: config.trace,
+            turn: 0,
         })
     }
 
@@ -171,8 +179,20 @@ impl Server {
     /// Sleeps until a socket is ready, a worker wakes us, or the next timer is due.
     fn poll_events(&mut self) -> io::Result<()> {
         let timeout = self.next_timeout();
+        let slept = Instant::now();
+        self.turn += 1;
         match self.poll.poll(&mut self.events, timeout) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                trace!(
+                    self.trace,
+                    "turn {}: poll(timeout {}) slept {} us, {} events",
+                    self.turn,
+                    timeout.map_or("none".to_string(), |t| format!("{} ms", t.as_millis())),
+                    slept.elapsed().as_micros(),
+                    self.events.iter().count()
+                );
+                Ok(())
+            }
             // A signal landed: not an error. The loop condition looks at the stop flag.
             Err(e) if interrupted(&e) => Ok(()),
             Err(e) => Err(e),
@@ -198,6 +218,9 @@ impl Server {
         // The events are moved out while handlers (which need `&mut self`) run.
         let events = std::mem::replace(&mut self.events, Events::with_capacity(0));
         for event in events.iter() {
+            if self.trace {
+                self.trace_event(event);
+            }
             match event.token() {
                 LISTENER => self.accept_ready(),
                 // Results are drained once per turn, however many wakes there were.
@@ -222,6 +245,30 @@ impl Server {
             }
         }
         self.events = events;
+    }
+
+    /// Writes one trace line for an event: whose token, ready for what.
+    fn trace_event(&self, event: &mio::event::Event) {
+        let token = event.token();
+        let who = match token {
+            LISTENER => "listener".to_string(),
+            WAKER => "waker".to_string(),
+            SIGNALS => "signals".to_string(),
+            t if self.clients.contains_key(&t) => format!("conn {}", t.0),
+            t => match self.link_index(t) {
+                Some(i) => format!("link to {} (conn {})", self.herd.links[i].name, t.0),
+                None => format!("closed conn {} (ignored)", t.0),
+            },
+        };
+        let flags = [
+            (event.is_readable(), "readable"),
+            (event.is_writable(), "writable"),
+            (event.is_read_closed(), "read-closed"),
+            (event.is_write_closed(), "write-closed"),
+            (event.is_error(), "error"),
+        ];
+        let flags: Vec<&str> = flags.iter().filter(|f| f.0).map(|f| f.1).collect();
+        trace!(true, "event {who}: {}", flags.join(" "));
     }
 
     /// Accepts every pending connection.
@@ -291,6 +338,12 @@ impl Server {
                 _ => 0,
             };
             client.input.filled(n, READ_CHUNK);
+            match &result {
+                Ok(Some(0)) => trace!(self.trace, "conn {}: read end of input", token.0),
+                Ok(Some(n)) => trace!(self.trace, "conn {}: read {n} bytes", token.0),
+                Ok(None) => trace!(self.trace, "conn {}: read would block", token.0),
+                Err(_) => {}
+            }
             match result {
                 Ok(Some(0)) => client.eof = true,
                 Ok(Some(_)) => client.last_active = Instant::now(),
@@ -387,7 +440,15 @@ impl Server {
 
     /// Gives every finished lookup to the WHATSATs waiting for it.
     fn drain_lookups(&mut self) {
-        for done in self.herd.finished_lookups() {
+        let finished = self.herd.finished_lookups();
+        if !finished.is_empty() {
+            trace!(
+                self.trace,
+                "waker delivered {} lookup results",
+                finished.len()
+            );
+        }
+        for done in finished {
             self.herd
                 .lookup_done(done, &mut self.clients, &mut self.dirty);
         }
@@ -444,9 +505,23 @@ impl Server {
             let Some(client) = self.clients.get_mut(&token) else {
                 continue;
             };
-            if let Err(e) = client.io.flush(registry) {
-                self.to_close.push((token, format!("write error: {e}")));
-                continue;
+            match client.io.flush(registry) {
+                Ok(0) => {}
+                Ok(n) => trace!(
+                    self.trace,
+                    "conn {}: wrote {n} bytes, {} left{}",
+                    token.0,
+                    client.io.backlog(),
+                    if client.io.backlog() > 0 {
+                        " (WRITABLE armed)"
+                    } else {
+                        ""
+                    }
+                ),
+                Err(e) => {
+                    self.to_close.push((token, format!("write error: {e}")));
+                    continue;
+                }
             }
             if client.finished() {
                 if client.lingering_discard {
@@ -473,6 +548,7 @@ impl Server {
     fn reap_closed(&mut self) {
         for (token, why) in std::mem::take(&mut self.to_close) {
             if let Some(mut client) = self.clients.remove(&token) {
+                trace!(self.trace, "conn {}: deregistered and closed", token.0);
                 client.io.deregister(self.poll.registry());
                 log::info!("conn {} from {} closed: {why}", token.0, client.peer);
             }
@@ -584,11 +660,22 @@ impl Server {
         }
         loop {
             link.refill();
-            let Some(t) = link.transport() else { return };
+            let LinkState::Up(t) = &mut link.state else {
+                return;
+            };
             if t.backlog() == 0 {
                 break;
             }
-            match t.flush(registry) {
+            let result = t.flush(registry);
+            if let Ok(n) = result {
+                trace!(
+                    self.trace,
+                    "link to {}: wrote {n} bytes, {} left",
+                    link.name,
+                    t.backlog()
+                );
+            }
+            match result {
                 Ok(_) if t.backlog() == 0 && link.syncing() => continue,
                 Ok(_) => break,
                 Err(e) => return self.link_failed(i, &format!("write error: {e}")),
