@@ -68,6 +68,9 @@ pub struct Outcome {
     pub hist: Hist,
     /// Good replies inside the measurement window.
     pub replies: u64,
+    /// Good replies at any time, warm-up included (to relate to a count kept elsewhere, such
+    /// as the places stub's lookups).
+    pub all_replies: u64,
     /// Bad replies inside the window, requests lost with a dead connection, failed connects.
     pub errors: u64,
     pub sent: u64,
@@ -78,6 +81,7 @@ impl Outcome {
     pub fn merge(&mut self, other: &Outcome) {
         self.hist.merge(&other.hist);
         self.replies += other.replies;
+        self.all_replies += other.all_replies;
         self.errors += other.errors;
         self.sent += other.sent;
         if self.first_error.is_none() {
@@ -94,6 +98,9 @@ impl Outcome {
 
     /// Counts one finished request, if it finished inside the window.
     fn finish(&mut self, phases: &Phases, now: Instant, sent_at: Instant, verdict: Verdict) {
+        if verdict == Verdict::Good {
+            self.all_replies += 1;
+        }
         if now < phases.measure_from || now >= phases.end {
             return;
         }

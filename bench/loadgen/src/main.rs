@@ -251,8 +251,9 @@ fn cmd_run(a: &Args) -> Result<(), String> {
         println!("first error: {e}");
     }
     println!(
-        "RESULT replies={} rate={:.1} errors={} p50_us={:.1} p99_us={:.1} p999_us={:.1} max_us={:.1} cpu_s={:.3} gen_cpu_s={:.3} peak_rss_kb={} rss_kb={} window_s={:.3}",
+        "RESULT replies={} all_replies={} rate={:.1} errors={} p50_us={:.1} p99_us={:.1} p999_us={:.1} max_us={:.1} cpu_s={:.3} gen_cpu_s={:.3} peak_rss_kb={} rss_kb={} window_s={:.3}",
         outcome.replies,
+        outcome.all_replies,
         rate,
         outcome.errors,
         us(h.quantile(0.5)),

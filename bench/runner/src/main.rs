@@ -1,1 +1,285 @@
-fn main() {}
+//! bench-runner: one command that runs every scenario against every herd and prints one
+//! markdown table.
+//!
+//! # Layout
+//! - `procs`: every child process, stopped on success, error and Ctrl-C alike;
+//! - `herd`: implementations, free ports, topology files, starting and stopping herds;
+//! - `scenarios`: what is measured, and one run of one scenario against one implementation;
+//! - `table`: medians over repetitions, ratios to proxy-herd, the markdown;
+//! - `mixed`: a herd of all three implementations, checking that locations flood through.
+//!
+//! Modes: `all` (the full benchmark), `smoke` (every tool once, tiny durations, exit status
+//! says whether all worked), `mixed`, `list`.
+
+mod herd;
+mod mixed;
+mod procs;
+mod scenarios;
+mod table;
+
+use herd::{Impl, ImplKind, Paths};
+use scenarios::{Metrics, Settings};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+const USAGE: &str = "\
+usage: bench-runner MODE [options]
+modes:
+  all     every scenario x every implementation, interleaved, median of --reps; prints a table
+  smoke   every tool once with tiny durations, plus the mixed herd; non-zero exit on any failure
+  mixed   a herd of proxy-herd, tokio and asyncio servers: do locations flood through all?
+  list    the scenarios
+options:
+  --duration SECS       measured time of each run (default 5; smoke 0.3)
+  --warmup SECS         unmeasured time before it (default 1)
+  --reps N              repetitions; the table shows medians (default 3)
+  --impls LIST          of proxy-herd,tokio,asyncio,echo (default: all four)
+  --impl NAME=CMD       add a herd by its start command, with {name} {topology} {places_url}
+                        {log_dir} placeholders, e.g. --impl 'mine=python3 my.py {name} --topology {topology}'
+  --scenarios LIST      only these scenario ids (see `list`)
+  --idle-conns N        connections of the idle scenario (default 10000)
+  --threads N           load generator threads (default 1)
+  --proxy-herd PATH     the proxy-herd binary (default: ../target/release/proxy-herd)
+  --out FILE            also write the table to FILE
+  --keep                keep the scratch directory (logs, topologies, outputs)
+";
+
+struct Cli {
+    mode: String,
+    settings: Settings,
+    impls: Vec<Impl>,
+    only: Option<Vec<String>>,
+    proxy_herd: PathBuf,
+    out: Option<PathBuf>,
+    keep: bool,
+}
+
+fn parse_cli() -> Result<Cli, String> {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let mode = argv.first().cloned().ok_or_else(|| USAGE.to_string())?;
+    let mut settings = if mode == "smoke" {
+        Settings::smoke()
+    } else {
+        Settings::full()
+    };
+    let bench = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("bench/")
+        .to_path_buf();
+    let mut cli = Cli {
+        mode,
+        settings: Settings::full(),
+        impls: Vec::new(),
+        only: None,
+        proxy_herd: bench.join("../target/release/proxy-herd"),
+        out: None,
+        keep: false,
+    };
+    let mut builtin = vec!["proxy-herd", "tokio", "asyncio", "echo"]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>();
+    let mut custom = Vec::new();
+    let mut it = argv.iter().skip(1);
+    while let Some(a) = it.next() {
+        if a == "--keep" {
+            cli.keep = true;
+            continue;
+        }
+        let v = it.next().ok_or_else(|| format!("{a} needs a value"))?;
+        let num = |v: &str| v.parse::<f64>().map_err(|_| format!("{a}: bad number {v:?}"));
+        match a.as_str() {
+            "--duration" => settings.duration = num(v)?.clamp(0.05, 3600.0),
+            "--warmup" => settings.warmup = num(v)?.clamp(0.0, 600.0),
+            "--reps" => settings.reps = (num(v)? as usize).clamp(1, 100),
+            "--idle-conns" => settings.idle_conns = (num(v)? as usize).clamp(1, 60_000),
+            "--threads" => settings.threads = (num(v)? as usize).clamp(1, 64),
+            "--impls" => builtin = v.split(',').map(String::from).collect(),
+            "--impl" => {
+                let (name, cmd) = v
+                    .split_once('=')
+                    .ok_or("--impl wants NAME=COMMAND")?;
+                custom.push(Impl {
+                    name: name.to_string(),
+                    kind: ImplKind::Custom(cmd.to_string()),
+                });
+            }
+            "--scenarios" => cli.only = Some(v.split(',').map(String::from).collect()),
+            "--proxy-herd" => cli.proxy_herd = PathBuf::from(v),
+            "--out" => cli.out = Some(PathBuf::from(v)),
+            _ => return Err(format!("unknown option {a}\n{USAGE}")),
+        }
+    }
+    for name in builtin {
+        let kind = match name.as_str() {
+            "proxy-herd" => ImplKind::ProxyHerd,
+            "tokio" => ImplKind::Tokio,
+            "asyncio" => ImplKind::Asyncio,
+            "echo" => ImplKind::Echo,
+            other => return Err(format!("unknown implementation {other:?}")),
+        };
+        cli.impls.push(Impl { name, kind });
+    }
+    // Custom herds go before the echo floor, which stays the last column.
+    let echo_at = cli
+        .impls
+        .iter()
+        .position(|i| i.kind == ImplKind::Echo)
+        .unwrap_or(cli.impls.len());
+    cli.impls.splice(echo_at..echo_at, custom);
+    cli.settings = settings;
+    Ok(cli)
+}
+
+fn main() -> ExitCode {
+    let cli = match parse_cli() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    procs::install_signal_handlers();
+    let exe = std::env::current_exe().expect("own path");
+    let work = std::env::temp_dir().join(format!("proxy-herd-bench-{}", std::process::id()));
+    if let Err(e) = std::fs::create_dir_all(&work) {
+        eprintln!("{}: {e}", work.display());
+        return ExitCode::FAILURE;
+    }
+    let paths = Paths {
+        bin: exe.parent().expect("bin dir").to_path_buf(),
+        bench: PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("bench/")
+            .to_path_buf(),
+        proxy_herd: cli.proxy_herd.clone(),
+        work: work.clone(),
+    };
+    let code = match cli.mode.as_str() {
+        "list" => {
+            for sc in scenarios::all(&cli.settings) {
+                println!("{:24} {}", sc.id, sc.title);
+            }
+            ExitCode::SUCCESS
+        }
+        "mixed" => report(mixed::run(&paths)),
+        "all" | "smoke" => bench(&cli, &paths),
+        other => {
+            eprintln!("unknown mode {other:?}\n{USAGE}");
+            ExitCode::from(2)
+        }
+    };
+    if cli.keep {
+        eprintln!("kept {}", work.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&work);
+    }
+    code
+}
+
+fn report(r: Result<(), String>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("FAILED: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs every scenario against every implementation, `reps` times, interleaved: within a
+/// repetition each scenario runs on every implementation in turn, starting with a different
+/// one each repetition, so slow drift of the machine hits all alike.
+fn bench(cli: &Cli, paths: &Paths) -> ExitCode {
+    let smoke = cli.mode == "smoke";
+    let s = &cli.settings;
+    let mut impls = cli.impls.clone();
+    if impls.iter().any(|i| i.kind == ImplKind::ProxyHerd) && !paths.proxy_herd.is_file() {
+        eprintln!(
+            "note: {} is not built (cargo build --release at the repo root); proxy-herd is left out",
+            paths.proxy_herd.display()
+        );
+        impls.retain(|i| i.kind != ImplKind::ProxyHerd);
+    }
+    let scenarios: Vec<_> = scenarios::all(s)
+        .into_iter()
+        .filter(|sc| cli.only.as_ref().is_none_or(|o| o.contains(&sc.id)))
+        .collect();
+    let started = Instant::now();
+    let mut results: HashMap<(String, String), Vec<Result<Metrics, String>>> = HashMap::new();
+    let mut failures = 0;
+    // One stub for every herd's place URL; WHATSAT scenarios start their own.
+    let shared_stub = match herd::start_stub(paths, 0, "shared-stub") {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("FAILED: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for rep in 0..s.reps {
+        for sc in &scenarios {
+            let runnable: Vec<&Impl> = impls.iter().filter(|i| scenarios::applies(sc, i)).collect();
+            for k in 0..runnable.len() {
+                let imp = runnable[(k + rep) % runnable.len()];
+                let tag = format!("r{rep}-{}-{}", sc.id, imp.name);
+                let t0 = Instant::now();
+                let r = scenarios::run_one(sc, imp, s, paths, &shared_stub.1, &tag);
+                match &r {
+                    Ok(m) => eprintln!(
+                        "[rep {}/{}] {:22} {:12} {} ({:.1}s)",
+                        rep + 1,
+                        s.reps,
+                        sc.id,
+                        imp.name,
+                        table::summary(m),
+                        t0.elapsed().as_secs_f64()
+                    ),
+                    Err(e) => {
+                        failures += 1;
+                        eprintln!(
+                            "[rep {}/{}] {:22} {:12} FAILED: {e}",
+                            rep + 1,
+                            s.reps,
+                            sc.id,
+                            imp.name
+                        );
+                    }
+                }
+                results
+                    .entry((sc.id.clone(), imp.name.clone()))
+                    .or_default()
+                    .push(r);
+            }
+        }
+    }
+    drop(shared_stub);
+    let md = table::markdown(&scenarios, &impls, &results, s, started.elapsed());
+    println!("{md}");
+    if let Some(out) = &cli.out
+        && let Err(e) = std::fs::write(out, &md)
+    {
+        eprintln!("{}: {e}", out.display());
+    }
+    let mut ok = failures == 0;
+    if smoke {
+        match mixed::run(paths) {
+            Ok(()) => eprintln!("mixed herd: every location reached every server"),
+            Err(e) => {
+                eprintln!("mixed herd FAILED: {e}");
+                ok = false;
+            }
+        }
+        eprintln!(
+            "smoke: {} ({failures} failed runs, {:.0}s)",
+            if ok { "ok" } else { "FAILED" },
+            started.elapsed().as_secs_f64()
+        );
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
