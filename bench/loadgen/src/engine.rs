@@ -107,7 +107,8 @@ impl Outcome {
         match verdict {
             Verdict::Good => {
                 self.replies += 1;
-                self.hist.record(now.duration_since(sent_at).as_nanos() as u64);
+                self.hist
+                    .record(now.duration_since(sent_at).as_nanos() as u64);
             }
             Verdict::Bad => self.error(|| "a reply failed validation".to_string()),
         }
@@ -233,12 +234,7 @@ struct Pipe {
     seq: u64,
 }
 
-fn run_pipelined(
-    cfg: &LoadConfig,
-    mine: &[usize],
-    phases: Phases,
-    control: &Control,
-) -> Outcome {
+fn run_pipelined(cfg: &LoadConfig, mine: &[usize], phases: Phases, control: &Control) -> Outcome {
     let mut out = Outcome::default();
     let mut poll = match Poll::new() {
         Ok(p) => p,
@@ -253,10 +249,11 @@ fn run_pipelined(
         match TcpStream::connect(addr) {
             Ok(mut stream) => {
                 let token = Token(pipes.len());
-                if let Err(e) =
-                    poll.registry()
-                        .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
-                {
+                if let Err(e) = poll.registry().register(
+                    &mut stream,
+                    token,
+                    Interest::READABLE | Interest::WRITABLE,
+                ) {
                     out.error(|| format!("register: {e}"));
                     continue;
                 }
@@ -501,7 +498,8 @@ fn run_oneshot(cfg: &LoadConfig, mine: &[usize], phases: Phases, control: &Contr
             }
             let finished = match shot_ready(shot, &mut buf) {
                 Ok(true) => {
-                    let verdict = proto::check_oneshot(shot.kind, &shot.request, &shot.reply, cfg.echo);
+                    let verdict =
+                        proto::check_oneshot(shot.kind, &shot.request, &shot.reply, cfg.echo);
                     out.finish(&phases, Instant::now(), shot.started, verdict);
                     true
                 }
@@ -518,8 +516,7 @@ fn run_oneshot(cfg: &LoadConfig, mine: &[usize], phases: Phases, control: &Contr
                 if let Some(mut s) = shot.stream.take() {
                     let _ = poll.registry().deregister(&mut s);
                 }
-                if !start_shot(cfg, &poll, shot, slot, control, &mut out) && !control.exhausted()
-                {
+                if !start_shot(cfg, &poll, shot, slot, control, &mut out) && !control.exhausted() {
                     retry.push(slot);
                 }
             }
@@ -562,10 +559,11 @@ fn start_shot(
     match TcpStream::connect(addr) {
         Ok(mut stream) => {
             let token = shot_token(slot, shot.generation);
-            if let Err(e) =
-                poll.registry()
-                    .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
-            {
+            if let Err(e) = poll.registry().register(
+                &mut stream,
+                token,
+                Interest::READABLE | Interest::WRITABLE,
+            ) {
                 out.error(|| format!("register: {e}"));
                 return false;
             }

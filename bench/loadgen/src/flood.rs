@@ -14,8 +14,8 @@ use crate::hist::Hist;
 use crate::proto::{self, ClientClock};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
 pub struct FloodConfig {
@@ -90,15 +90,21 @@ pub fn run(cfg: FloodConfig, listener: TcpListener) -> Result<FloodOutcome, Stri
         let sent_at = Instant::now();
         let seq = probe.send()?;
         match wait_for_seq(&rx, seq, Duration::from_secs(2)) {
-            Some(arrived) => hist.record(arrived.saturating_duration_since(sent_at).as_nanos() as u64),
+            Some(arrived) => {
+                hist.record(arrived.saturating_duration_since(sent_at).as_nanos() as u64)
+            }
             None => lost += 1,
         }
         std::thread::sleep(cfg.gap);
     }
 
     let load = load.map(|(handle, control, phases)| {
-        control.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        let measured = Instant::now().min(phases.end).saturating_duration_since(phases.measure_from);
+        control
+            .stop
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let measured = Instant::now()
+            .min(phases.end)
+            .saturating_duration_since(phases.measure_from);
         (handle.join().unwrap_or_default(), measured)
     });
     Ok(FloodOutcome { hist, lost, load })
@@ -251,9 +257,18 @@ mod tests {
     #[test]
     fn finds_probe_numbers() {
         let p = "fl7x";
-        assert_eq!(probe_seq(b"AT Hamilton +0.000012 fl7x42 +34-118 1.5", p), Some(42));
-        assert_eq!(probe_seq(b"AT Hamilton +0.000012 lg7f-1 +34-118 1.5", p), None);
+        assert_eq!(
+            probe_seq(b"AT Hamilton +0.000012 fl7x42 +34-118 1.5", p),
+            Some(42)
+        );
+        assert_eq!(
+            probe_seq(b"AT Hamilton +0.000012 lg7f-1 +34-118 1.5", p),
+            None
+        );
         assert_eq!(probe_seq(b"IAMAT fl7x42 +34-118 1.5", p), None);
-        assert_eq!(probe_seq(b"AT H +0.1 fl7x42 +1+2 3 Parker Powell", p), Some(42));
+        assert_eq!(
+            probe_seq(b"AT H +0.1 fl7x42 +1+2 3 Parker Powell", p),
+            Some(42)
+        );
     }
 }

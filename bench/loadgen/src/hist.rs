@@ -91,12 +91,26 @@ mod tests {
     #[test]
     fn buckets_are_monotonic_and_tight() {
         let mut last = 0;
-        for v in [0u64, 1, 200, 255, 256, 300, 1_000, 123_456, 9_876_543_210, u64::MAX / 2] {
+        for v in [
+            0u64,
+            1,
+            200,
+            255,
+            256,
+            300,
+            1_000,
+            123_456,
+            9_876_543_210,
+            u64::MAX / 2,
+        ] {
             let i = index(v);
             assert!(i >= last, "index must grow with the value");
             last = i;
             let mid = value(i) as f64;
-            assert!((mid - v as f64).abs() <= v as f64 / 100.0 + 1.0, "{v} -> {mid}");
+            assert!(
+                (mid - v as f64).abs() <= v as f64 / 100.0 + 1.0,
+                "{v} -> {mid}"
+            );
         }
     }
 

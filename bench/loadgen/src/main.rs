@@ -220,7 +220,10 @@ fn cmd_run(a: &Args) -> Result<(), String> {
     let (cpu0, gen0, t0) = cpu_at_start.join().map_err(|_| "cpu thread panicked")?;
     let cpu_s = procstat::total_cpu(&pids) - cpu0;
     let gen_cpu_s = procstat::cpu_seconds(std::process::id()).unwrap_or(0.0) - gen0;
-    let window = finished.saturating_duration_since(t0).as_secs_f64().max(1e-9);
+    let window = finished
+        .saturating_duration_since(t0)
+        .as_secs_f64()
+        .max(1e-9);
     let rate = outcome.replies as f64 / window;
     let h = &outcome.hist;
     let peak_rss_kb = procstat::max_kb(&pids, "VmHWM");
@@ -344,8 +347,8 @@ fn cmd_idle(a: &Args) -> Result<(), String> {
     let conns: usize = a.num("conns", 10_000)?;
     let pids = a.pids()?;
     let out = idle::run(target, conns, &pids, secs("hold-secs", a, 1.0)?);
-    let per_conn = (out.rss_kb.saturating_sub(out.rss_before_kb) as f64 * 1024.0)
-        / out.opened.max(1) as f64;
+    let per_conn =
+        (out.rss_kb.saturating_sub(out.rss_before_kb) as f64 * 1024.0) / out.opened.max(1) as f64;
     println!(
         "idle: {} opened, {} answered, {} errors; rss {} kB before, {} kB with them ({:.0} bytes per connection), peak {} kB",
         out.opened, out.answered, out.errors, out.rss_before_kb, out.rss_kb, per_conn, out.hwm_kb

@@ -175,7 +175,10 @@ mod tests {
             f.line(ReqKind::Iamat, b"AT Alford +0.1 kiwi +1+2 3", false),
             Some(Verdict::Good)
         );
-        assert_eq!(f.line(ReqKind::Iamat, b"? IAMAT", false), Some(Verdict::Bad));
+        assert_eq!(
+            f.line(ReqKind::Iamat, b"? IAMAT", false),
+            Some(Verdict::Bad)
+        );
         // An AT line straight followed by a blank line has no JSON: bad.
         assert_eq!(f.line(k, b"AT x", false), None);
         assert_eq!(f.line(k, b"", false), Some(Verdict::Bad));
@@ -195,7 +198,13 @@ mod tests {
             check_oneshot(ReqKind::Whatsat, b"W", b"AT A\n{\n}\n", false),
             Verdict::Bad
         );
-        assert_eq!(check_oneshot(ReqKind::Iamat, b"X", b"X\n", true), Verdict::Good);
-        assert_eq!(check_oneshot(ReqKind::Iamat, b"X", b"", false), Verdict::Bad);
+        assert_eq!(
+            check_oneshot(ReqKind::Iamat, b"X", b"X\n", true),
+            Verdict::Good
+        );
+        assert_eq!(
+            check_oneshot(ReqKind::Iamat, b"X", b"", false),
+            Verdict::Bad
+        );
     }
 }

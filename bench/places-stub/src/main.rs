@@ -62,9 +62,7 @@ fn main() {
             "--delay-ms" => delay_ms = value().parse().unwrap_or_else(|_| bad("--delay-ms")),
             "--results" => results = value().parse().unwrap_or_else(|_| bad("--results")),
             _ => {
-                eprintln!(
-                    "usage: places-stub [--listen ADDR] [--delay-ms MS] [--results N]"
-                );
+                eprintln!("usage: places-stub [--listen ADDR] [--delay-ms MS] [--results N]");
                 std::process::exit(2);
             }
         }

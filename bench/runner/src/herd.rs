@@ -128,7 +128,10 @@ pub fn topology_text(ports: &[u16], bench_port: Option<u16>) -> String {
             .filter(|(a, _)| a == name)
             .map(|(_, b)| *b)
             .collect();
-        text.push_str(&format!("{name} 127.0.0.1:{port} {}\n", neighbours.join(" ")));
+        text.push_str(&format!(
+            "{name} 127.0.0.1:{port} {}\n",
+            neighbours.join(" ")
+        ));
     }
     if let Some(p) = bench_port {
         text.push_str(&format!("{BENCH} 127.0.0.1:{p} {FARTHEST}\n"));
@@ -223,9 +226,8 @@ pub fn start(
             &[("GOOGLE_PLACES_API_KEY", FAKE_KEY)],
         )?);
     }
-    wait_listening(&mut herd, Duration::from_secs(15)).map_err(|e| {
-        format!("{e} (see the server output in {})", dir.display())
-    })?;
+    wait_listening(&mut herd, Duration::from_secs(15))
+        .map_err(|e| format!("{e} (see the server output in {})", dir.display()))?;
     // Neighbour links come up right after start-up; give them a moment before any load.
     std::thread::sleep(Duration::from_millis(300));
     Ok(herd)
@@ -258,7 +260,12 @@ pub fn start_stub(paths: &Paths, delay_ms: u64, tag: &str) -> Result<(Proc, Stri
         "{} --listen {addr} --delay-ms {delay_ms}",
         paths.bin.join("places-stub").display()
     );
-    let mut stub = Proc::spawn("places-stub", &cmd, &paths.work.join(format!("{tag}.out")), &[])?;
+    let mut stub = Proc::spawn(
+        "places-stub",
+        &cmd,
+        &paths.work.join(format!("{tag}.out")),
+        &[],
+    )?;
     let deadline = Instant::now() + Duration::from_secs(10);
     while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
         if stub.exited().is_some() || Instant::now() >= deadline {
@@ -276,8 +283,10 @@ pub fn stub_requests(base_url: &str) -> Result<u64, String> {
         .trim_start_matches("http://")
         .parse()
         .map_err(|_| format!("bad stub url {base_url}"))?;
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).map_err(|e| e.to_string())?;
+    let mut s =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
     s.write_all(b"GET /stats HTTP/1.1\r\nHost: stub\r\nConnection: close\r\n\r\n")
         .map_err(|e| e.to_string())?;
     let mut text = String::new();
@@ -309,7 +318,10 @@ mod tests {
     #[test]
     fn fills_placeholders() {
         assert_eq!(
-            fill("x {name} --t {topology}", &[("name", "A".into()), ("topology", "t.txt".into())]),
+            fill(
+                "x {name} --t {topology}",
+                &[("name", "A".into()), ("topology", "t.txt".into())]
+            ),
             "x A --t t.txt"
         );
     }

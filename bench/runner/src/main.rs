@@ -89,7 +89,10 @@ fn parse_cli() -> Result<Cli, String> {
             continue;
         }
         let v = it.next().ok_or_else(|| format!("{a} needs a value"))?;
-        let num = |v: &str| v.parse::<f64>().map_err(|_| format!("{a}: bad number {v:?}"));
+        let num = |v: &str| {
+            v.parse::<f64>()
+                .map_err(|_| format!("{a}: bad number {v:?}"))
+        };
         match a.as_str() {
             "--duration" => settings.duration = num(v)?.clamp(0.05, 3600.0),
             "--warmup" => settings.warmup = num(v)?.clamp(0.0, 600.0),
@@ -98,9 +101,7 @@ fn parse_cli() -> Result<Cli, String> {
             "--threads" => settings.threads = (num(v)? as usize).clamp(1, 64),
             "--impls" => builtin = v.split(',').map(String::from).collect(),
             "--impl" => {
-                let (name, cmd) = v
-                    .split_once('=')
-                    .ok_or("--impl wants NAME=COMMAND")?;
+                let (name, cmd) = v.split_once('=').ok_or("--impl wants NAME=COMMAND")?;
                 custom.push(Impl {
                     name: name.to_string(),
                     kind: ImplKind::Custom(cmd.to_string()),

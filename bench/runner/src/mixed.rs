@@ -56,8 +56,10 @@ pub fn run(paths: &Paths) -> Result<(), String> {
     let h = herd::start(&native, paths, &opts, "mixed", &ports)?;
     let pid = std::process::id();
     let mut expected = Vec::new();
-    for (origin, client) in [("Hamilton", format!("mixedh{pid}")), ("Powell", format!("mixedp{pid}"))]
-    {
+    for (origin, client) in [
+        ("Hamilton", format!("mixedh{pid}")),
+        ("Powell", format!("mixedp{pid}")),
+    ] {
         let reply = one_shot(
             h.addr(origin),
             &format!("IAMAT {client} +34.068930-118.445127 1700000000.5"),

@@ -41,8 +41,7 @@ pub fn install_signal_handlers() {
 
 fn remember(pgid: i32) {
     for g in &GROUPS {
-        if g
-            .compare_exchange(0, pgid, Ordering::SeqCst, Ordering::SeqCst)
+        if g.compare_exchange(0, pgid, Ordering::SeqCst, Ordering::SeqCst)
             .is_ok()
         {
             return;
@@ -65,7 +64,12 @@ pub struct Proc {
 impl Proc {
     /// Starts `sh -c "exec CMD"` (so the pid is the program's own, for `/proc` figures),
     /// with stdout and stderr to `log` and `extra_env` added to the environment.
-    pub fn spawn(name: &str, cmd: &str, log: &Path, extra_env: &[(&str, &str)]) -> Result<Proc, String> {
+    pub fn spawn(
+        name: &str,
+        cmd: &str,
+        log: &Path,
+        extra_env: &[(&str, &str)],
+    ) -> Result<Proc, String> {
         let out = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
         let err = out.try_clone().map_err(|e| e.to_string())?;
         let mut command = Command::new("sh");
@@ -86,9 +90,7 @@ impl Proc {
                 Ok(())
             });
         }
-        let child = command
-            .spawn()
-            .map_err(|e| format!("start {name}: {e}"))?;
+        let child = command.spawn().map_err(|e| format!("start {name}: {e}"))?;
         remember(child.id() as i32);
         Ok(Proc {
             name: name.to_string(),
@@ -116,7 +118,10 @@ impl Proc {
             std::thread::sleep(Duration::from_millis(20));
         }
         self.stop();
-        Err(format!("{} did not finish within {limit:?}: killed", self.name))
+        Err(format!(
+            "{} did not finish within {limit:?}: killed",
+            self.name
+        ))
     }
 
     /// SIGTERM to the group, up to two seconds' grace, then SIGKILL; reaps the child.

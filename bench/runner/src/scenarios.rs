@@ -123,20 +123,34 @@ pub fn all(s: &Settings) -> Vec<Scenario> {
     let p50 = row("p50_us", "p50 latency (ms)", 0.001, 2);
     let p99 = row("p99_us", "p99 latency (ms)", 0.001, 2);
     let cpu = row("cpu_per_100k", "server CPU s per 100k replies", 1.0, 2);
+    // The generator's own load: near 100% means it, not the server, may be the limit.
+    let gen_cpu = row("gen_cpu_pct", "load generator CPU (% of a core)", 1.0, 0);
     let mut list = Vec::new();
     for &conns in &s.sweep {
         list.push(Scenario {
             id: format!("iamat-pipe-{conns}"),
-            title: format!("IAMAT pipelined, {conns} conn, window {}, flooded, logging on", s.window),
+            title: format!(
+                "IAMAT pipelined, {conns} conn, window {}, flooded, logging on",
+                s.window
+            ),
             what: load("pipelined", "iamat", conns, s.window),
-            rows: vec![rate.clone(), p50.clone(), p99.clone(), cpu.clone()],
+            rows: vec![
+                rate.clone(),
+                p50.clone(),
+                p99.clone(),
+                cpu.clone(),
+                gen_cpu.clone(),
+            ],
         });
     }
     list.push(Scenario {
         id: "iamat-oneshot".into(),
-        title: format!("IAMAT one-shot (connect, line, half-close, read), {} at a time", s.oneshot_conns),
+        title: format!(
+            "IAMAT one-shot (connect, line, half-close, read), {} at a time",
+            s.oneshot_conns
+        ),
         what: load("oneshot", "iamat", s.oneshot_conns, 1),
-        rows: vec![rate.clone(), p99.clone(), cpu.clone()],
+        rows: vec![rate.clone(), p99.clone(), cpu.clone(), gen_cpu],
     });
     list.push(Scenario {
         id: "flood-idle".into(),
@@ -267,7 +281,10 @@ pub fn run_one(
     let ports = herd::free_ports(herd::SERVERS.len() + 1)?;
     let (herd_ports, bench_port) = (&ports[..herd::SERVERS.len()], ports[herd::SERVERS.len()]);
     let addr_of = |name: &str| {
-        let i = herd::SERVERS.iter().position(|n| *n == name).expect("a server");
+        let i = herd::SERVERS
+            .iter()
+            .position(|n| *n == name)
+            .expect("a server");
         SocketAddr::from(([127, 0, 0, 1], herd_ports[i]))
     };
     let origin = addr_of(ORIGIN);
@@ -297,7 +314,11 @@ pub fn run_one(
             }
             let mut h = herd::start(imp, paths, &opts, tag, herd_ports)?;
             // Thousands of connections take a while to be accepted: a longer warm-up.
-            let warmup = if *conns >= 512 { s.warmup.max(2.0) } else { s.warmup };
+            let warmup = if *conns >= 512 {
+                s.warmup.max(2.0)
+            } else {
+                s.warmup
+            };
             let mut args = vec![
                 "run".to_string(),
                 format!("--target {origin}"),
@@ -321,6 +342,11 @@ pub fn run_one(
             if replies > 0.0 {
                 m.insert("cpu_per_100k".into(), cpu / replies * 100_000.0);
             }
+            let window = m.get("window_s").copied().unwrap_or(0.0);
+            if window > 0.0 {
+                let gen_cpu = m.get("gen_cpu_s").copied().unwrap_or(0.0);
+                m.insert("gen_cpu_pct".into(), 100.0 * gen_cpu / window);
+            }
             if let Some((_stub, url)) = &stub {
                 let lookups = herd::stub_requests(url)? as f64;
                 let all = m.get("all_replies").copied().unwrap_or(0.0).max(1.0);
@@ -331,7 +357,10 @@ pub fn run_one(
         What::Flood { load_conns } => {
             opts.bench_port = Some(bench_port);
             let bench = SocketAddr::from(([127, 0, 0, 1], bench_port));
-            let wait: Vec<String> = herd::SERVERS.iter().map(|n| addr_of(n).to_string()).collect();
+            let wait: Vec<String> = herd::SERVERS
+                .iter()
+                .map(|n| addr_of(n).to_string())
+                .collect();
             let samples = ((s.duration * 1000.0 / 5.0) as usize).clamp(20, 2000);
             let out_path = paths.work.join(format!("{tag}.loadgen.out"));
             let cmd = format!(

@@ -26,6 +26,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
+/// A neighbour link, by the two servers' names.
+type Link = (String, String);
+
 /// One server of the herd, as the topology file gives it.
 #[derive(Debug, Clone)]
 struct ServerEntry {
@@ -149,7 +152,7 @@ fn parse_options() -> Options {
 
 /// Reads a topology file (SPEC §1): `name host:port neighbours...`, `#` comments. Returns
 /// every server and the set of links, or a message naming the file and line.
-fn read_topology(path: &str) -> Result<(Vec<ServerEntry>, Vec<(String, String)>), String> {
+fn read_topology(path: &str) -> Result<(Vec<ServerEntry>, Vec<Link>), String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
     let mut servers: Vec<ServerEntry> = Vec::new();
     let mut named: Vec<(usize, String, String)> = Vec::new();
@@ -422,10 +425,10 @@ async fn client(herd: Arc<Herd>, stream: TcpStream, peer: SocketAddr) {
             continue;
         }
         info!("from {peer}: {line}");
-        if let Some(reply) = handle_line(&herd, line) {
-            if tx.send(reply).is_err() {
-                break;
-            }
+        if let Some(reply) = handle_line(&herd, line)
+            && tx.send(reply).is_err()
+        {
+            break;
         }
     }
     drop(tx);

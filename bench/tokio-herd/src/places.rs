@@ -59,8 +59,7 @@ impl Places {
     /// The JSON part of a WHATSAT reply for `location` (ISO 6709), already cut to `bound`
     /// results and laid out like Google's. Never fails: errors become Google-shaped JSON.
     pub async fn nearby(&self, location: &str, radius_km: f64, bound: usize) -> String {
-        let body = match tokio::time::timeout(self.timeout, self.fetch(location, radius_km)).await
-        {
+        let body = match tokio::time::timeout(self.timeout, self.fetch(location, radius_km)).await {
             Ok(Ok(body)) => body,
             Ok(Err(e)) => return error_json(&e),
             Err(_) => return error_json("the place lookup timed out"),

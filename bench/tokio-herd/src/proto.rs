@@ -27,7 +27,7 @@ pub enum Command<'a> {
 
 /// The fields of a line, split on any run of ASCII whitespace (space, tab, CR, LF, FF, VT).
 fn fields(line: &str) -> Vec<&str> {
-    line.split(|c: char| matches!(c, ' ' | '\t' | '\r' | '\n' | '\x0c' | '\x0b'))
+    line.split([' ', '\t', '\r', '\n', '\x0c', '\x0b'])
         .filter(|f| !f.is_empty())
         .collect()
 }
@@ -98,7 +98,11 @@ pub fn parse_time(s: &str) -> Option<Nanos> {
         return None;
     }
     let secs: i128 = int.parse().ok()?;
-    let mut nanos: i128 = if frac.is_empty() { 0 } else { frac.parse().ok()? };
+    let mut nanos: i128 = if frac.is_empty() {
+        0
+    } else {
+        frac.parse().ok()?
+    };
     for _ in frac.len()..9 {
         nanos *= 10;
     }
@@ -202,7 +206,13 @@ mod tests {
     #[test]
     fn parses_the_examples() {
         let c = parse("IAMAT kiwi.cs.ucla.edu +34.068930-118.445127 1621464827.959498503");
-        assert!(matches!(c, Some(Command::Iamat { time_ns: 1_621_464_827_959_498_503, .. })));
+        assert!(matches!(
+            c,
+            Some(Command::Iamat {
+                time_ns: 1_621_464_827_959_498_503,
+                ..
+            })
+        ));
         for bad in [
             "IAMAT Clark +12-118",
             "IAMAT Clark +12-118 160000 123",
@@ -218,7 +228,10 @@ mod tests {
             parse("AT Alford +0.263873386 kiwi +34-118 160000 Parker"),
             Some(Command::At { .. })
         ));
-        assert!(matches!(parse("WHATSAT kiwi 10.5 20"), Some(Command::Whatsat { bound: 20, .. })));
+        assert!(matches!(
+            parse("WHATSAT kiwi 10.5 20"),
+            Some(Command::Whatsat { bound: 20, .. })
+        ));
     }
 
     #[test]
