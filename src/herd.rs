@@ -158,6 +158,10 @@ impl Herd {
     fn learn(&mut self, report: &Report<'_>, at: &[u8]) {
         let Some(line) = self.store.update(report, at) else {
             log::debug!("not newer: {}", Shown(at));
+            trace!(
+                self.trace,
+                "not newer than what we know: stored nothing, flooded nothing"
+            );
             return;
         };
         let mut framed = Vec::with_capacity(line.len() + 1);

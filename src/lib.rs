@@ -44,5 +44,6 @@ pub mod server;
 pub mod signals;
 pub mod store;
 pub mod topology;
+pub mod tour;
 pub mod transport;
 pub mod workers;
