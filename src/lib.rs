@@ -5,6 +5,10 @@
 //! server is one process running a hand-written, single-threaded event loop on `mio`, the
 //! way Twisted's reactor runs a Twisted program.
 //!
+//! **Start with the [`tour`]**: the life of one IAMAT and one WHATSAT through the loop, the
+//! rules the loop keeps and why, Twisted's concepts mapped onto this code, and a real trace.
+//! Then read [`server::Server::run`], the whole program in a dozen named steps.
+//!
 //! # Layout
 //!
 //! | module | what it holds |
@@ -25,6 +29,7 @@
 //! | [`launcher`] | `--herd`: all servers as child processes |
 //! | [`logging`] | the buffered log file |
 //! | [`signals`] | SIGTERM/SIGINT through a self-pipe |
+//! | [`tour`] | documentation only: the guided tour |
 
 // The docs are built with private items (see .cargo/config.toml): the loop's steps are
 // private methods, and the tour links to them.
