@@ -115,15 +115,23 @@ impl Herd {
         Herd::start(tag, DEFAULT_HERD, args)
     }
 
+    /// The arguments that run server `name` of this herd (without the program).
+    pub fn server_args(&self, name: &str) -> Vec<std::ffi::OsString> {
+        let mut args: Vec<std::ffi::OsString> = vec![
+            name.into(),
+            "--topology".into(),
+            self.topology.clone().into(),
+            "--log-dir".into(),
+            self.dir.join("logs").into(),
+        ];
+        args.extend(self.args.iter().map(Into::into));
+        args
+    }
+
     /// The command that runs server `name` of this herd.
     pub fn command(&self, name: &str) -> Command {
         let mut cmd = Command::new(BIN);
-        cmd.arg(name)
-            .arg("--topology")
-            .arg(&self.topology)
-            .arg("--log-dir")
-            .arg(self.dir.join("logs"))
-            .args(&self.args)
+        cmd.args(self.server_args(name))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -138,6 +146,34 @@ impl Herd {
         eventually(&format!("{name} accepting on {addr}"), || {
             TcpStream::connect(addr).is_ok()
         });
+    }
+
+    /// Starts (or restarts) server `name` through `sh -c '<prelude>; exec proxy-herd ...'`, so
+    /// a test can set limits for that process alone (`ulimit -n 64`), and waits until it
+    /// accepts connections. The shell `exec`s the server: the pid is the server's.
+    pub fn start_server_with(&mut self, name: &str, prelude: &str) {
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(format!("{prelude}; exec \"$0\" \"$@\""))
+            .arg(BIN)
+            .args(self.server_args(name))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot start sh");
+        self.children.insert(name.to_string(), child);
+        let addr = self.addr(name);
+        eventually(&format!("{name} accepting on {addr}"), || {
+            TcpStream::connect(addr).is_ok()
+        });
+    }
+
+    /// True while server `name` was started by us and has not exited.
+    pub fn running(&mut self, name: &str) -> bool {
+        self.children
+            .get_mut(name)
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     /// Kills a server at once (SIGKILL), like a crash.
@@ -323,4 +359,75 @@ pub fn run_to_exit(args: &[&str], cwd: &Path) -> (Option<i32>, String) {
         output.status.code(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+/// A small deterministic random number generator (SplitMix64), so that a seeded test sends
+/// the same bytes on every run and a failure can be replayed.
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator from a seed.
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..n` (`n > 0`).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+
+    /// An index into a slice of `len` items.
+    pub fn index(&mut self, len: usize) -> usize {
+        self.below(len as u64) as usize
+    }
+
+    /// True `percent` times in a hundred.
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+
+    /// One of `items`.
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.index(items.len())]
+    }
+}
+
+/// The resident memory of a process in KiB (`VmRSS` in `/proc/<pid>/status`).
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS for process {pid}"))
+}
+
+/// The CPU time (user + system) a process has used, in clock ticks (`/proc/<pid>/stat`).
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name is in parentheses and may hold spaces: count fields after it.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let tick = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    tick(11) + tick(12)
+}
+
+/// Open descriptors of a process (entries of `/proc/<pid>/fd`).
+pub fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
