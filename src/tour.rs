@@ -158,10 +158,9 @@
 //! trace: conn 7: read end of input
 //! conn 7 < IAMAT kiwi.cs.ucla.edu +34.068930-118.445127 1621464827.959498503
 //! trace: conn 7: parsed as IAMAT
-//! flood to Parker: AT Alford +173850491.593622804 kiwi.cs.ucla.edu +34.068930-118.445127 1621464827.959498503
 //! trace: queued 91 bytes for Parker
-//! flood to Powell: AT Alford +173850491.593622804 kiwi.cs.ucla.edu +34.068930-118.445127 1621464827.959498503
 //! trace: queued 91 bytes for Powell
+//! flood to Parker, Powell: AT Alford +173850491.593622804 kiwi.cs.ucla.edu +34.068930-118.445127 1621464827.959498503
 //! conn 7 > AT Alford +173850491.593622804 kiwi.cs.ucla.edu +34.068930-118.445127 1621464827.959498503
 //! trace: link to Parker: wrote 91 bytes, 0 left
 //! trace: link to Powell: wrote 91 bytes, 0 left

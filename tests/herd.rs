@@ -72,14 +72,14 @@ fn flood_reaches_every_server_without_echo() {
         assert!(answer.ends_with("}\n\n"), "{name}: {answer}");
         assert!(answer.contains("\"status\" : \"OK\""), "{name}: {answer}");
     }
-    // Each server floods a new location once to each neighbour (2+2+1+3+2 links ends) and
+    // Each server floods a new location once (one log record naming all its neighbours) and
     // drops the copies that come back round the cycle: no endless echo.
     std::thread::sleep(Duration::from_millis(300));
     let floods: usize = ["Alford", "Bolden", "Hamilton", "Parker", "Powell"]
         .iter()
         .map(|n| herd.log(n).matches("flood to").count())
         .sum();
-    assert_eq!(floods, 10);
+    assert_eq!(floods, 5);
 }
 
 #[test]
@@ -183,10 +183,20 @@ fn older_iamat_does_not_replace_newer() {
         older.starts_with("AT Bolden ") && older.ends_with(" kiwi +30-40 99.5\n"),
         "{older}"
     );
-    std::thread::sleep(Duration::from_millis(300));
+    // Bolden may store the older one for a moment, if it asked before the newer one's flood
+    // arrived; the newer one must win everywhere all the same.
     for name in ["Alford", "Bolden", "Hamilton", "Parker", "Powell"] {
-        let answer = herd.ask(name, "WHATSAT kiwi 1 1");
-        assert_eq!(first_line(&answer), first_line(&newer), "{name}");
+        eventually(&format!("{name} holds the newer location"), || {
+            first_line(&herd.ask(name, "WHATSAT kiwi 1 1")) == first_line(&newer)
+        });
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    for name in ["Alford", "Bolden", "Hamilton", "Parker", "Powell"] {
+        assert_eq!(
+            first_line(&herd.ask(name, "WHATSAT kiwi 1 1")),
+            first_line(&newer),
+            "{name} kept it"
+        );
     }
 }
 
@@ -204,7 +214,10 @@ fn overlong_line_is_cut_and_connection_closed() {
         "",
         "closed after the overlong line, later lines unanswered"
     );
-    assert!(herd.log("Alford").contains("line over 100 bytes"));
+    // The log is flushed at the end of the loop turn, just after the writes.
+    eventually("the log says why", || {
+        herd.log("Alford").contains("line over 100 bytes")
+    });
 }
 
 /// Kills `victim`, reports a location to `origin` while it is down, restarts it, and checks
@@ -222,7 +235,9 @@ fn catches_up_after_restart(links: &str) {
         herd.ask("Hamilton", "WHATSAT late 1 1")
             .starts_with(first_line(&reply))
     });
-    assert!(herd.log("Parker").contains("link to Hamilton down"));
+    eventually("Parker logged the dropped link", || {
+        herd.log("Parker").contains("link to Hamilton down")
+    });
 }
 
 #[test]
@@ -250,10 +265,10 @@ fn per_update_links_leave_no_socket_open() {
             established_to(port) == 0
         });
     }
-    assert!(
+    eventually("the log says so", || {
         herd.log("Alford")
             .contains("update written, connection closed")
-    );
+    });
 }
 
 #[test]
@@ -262,13 +277,13 @@ fn log_holds_what_spec_lists() {
     let mut herd = Herd::plan("log", common::DEFAULT_HERD, &[]);
     herd.start_server("Alford");
     herd.start_server("Parker");
+    eventually("Alford's link to Parker is up and to Powell down", || {
+        let log = herd.log("Alford");
+        log.contains("link to Parker up") && log.contains("link to Powell down: connect to")
+    });
     let reply = herd.ask("Alford", &format!("{KIWI}\n"));
     herd.ask("Alford", "WHATSAT kiwi.cs.ucla.edu 5 1\n");
     herd.ask("Alford", "nonsense\n");
-    eventually("Alford logged a failed connect", || {
-        herd.log("Alford")
-            .contains("link to Powell down: connect to")
-    });
     let stderr = herd.terminate("Alford");
     assert_eq!(stderr, "");
     let log = herd.log("Alford");
@@ -278,7 +293,7 @@ fn log_holds_what_spec_lists() {
         "connected from 127.0.0.1:",
         &format!("< {KIWI}"),
         &format!("> {}", first_line(&reply)),
-        "flood to Parker: AT Alford",
+        "flood to Parker, Powell (link down: sent with the catch-up): AT Alford",
         "< WHATSAT kiwi.cs.ucla.edu 5 1",
         "lookup offline at 34.068930,-118.445127 radius 5000 m: OK",
         "+ places JSON (OK,",
@@ -288,10 +303,9 @@ fn log_holds_what_spec_lists() {
     ] {
         assert!(log.contains(needle), "log lacks {needle:?}:\n{log}");
     }
-    assert!(
-        herd.log("Parker").contains("< AT Alford"),
-        "Parker logs the AT it received"
-    );
+    eventually("Parker logs the AT it received", || {
+        herd.log("Parker").contains("< AT Alford")
+    });
 }
 
 #[test]
@@ -385,4 +399,20 @@ fn herd_mode_starts_and_stops_every_server() {
         });
         assert!(herd.log(name).contains("stopped"), "{name} logged its stop");
     }
+}
+
+#[test]
+fn whatsat_waits_a_moment_for_a_location_on_its_way() {
+    let herd = Herd::start("grace", &[("Alford", &[])], &[]);
+    // The WHATSAT comes first, the IAMAT a moment later on another connection: the answer
+    // is the location, not `? `, because an unknown client's `? ` waits up to 100 ms.
+    let mut early = Client::connect(herd.addr("Alford"));
+    early.send(b"WHATSAT soon 10 1\n");
+    std::thread::sleep(Duration::from_millis(10));
+    let reply = herd.ask("Alford", "IAMAT soon +34.068930-118.445127 1621464827.5\n");
+    let answer = early.whatsat_reply();
+    assert_eq!(first_line(&answer), first_line(&reply));
+    // Nobody ever reports `never`: the answer is `? ` after the grace.
+    early.send(b"WHATSAT never 10 1\n");
+    assert_eq!(early.line(), "? WHATSAT never 10 1\n");
 }

@@ -153,7 +153,10 @@ fn lone_herd() -> (Herd, Poll) {
     let waker = Arc::new(Waker::new(poll.registry(), Token(1)).unwrap());
     let provider: Arc<dyn Provider> = Arc::new(Nowhere);
     let pool = Pool::start(Arc::clone(&provider), 1, 8, waker);
-    (Herd::new("Props".into(), Vec::new(), provider, pool), poll)
+    (
+        Herd::new("Props".into(), Vec::new(), provider, pool, false),
+        poll,
+    )
 }
 
 /// What the handler writes at once for one line on a client connection, and how many

@@ -75,20 +75,21 @@ fn the_tour_trace_matches_what_the_binary_does() {
         "the tour quotes Alford's and Hamilton's traces"
     );
     for (name, quoted) in blocks {
-        let fresh: Vec<String> = herd.log(&name).lines().filter_map(step).collect();
         let wanted: Vec<String> = quoted.iter().filter_map(|l| step(l)).collect();
         assert!(wanted.len() >= 8, "{name}: the tour quotes real steps");
-        // Every quoted step must appear in the fresh log, in order (other lines may come
-        // between: the fresh log also has start-up and link lines).
-        let mut from = 0;
-        for want in &wanted {
-            match fresh[from..].iter().position(|l| l == want) {
-                Some(i) => from += i + 1,
-                None => panic!(
-                    "{name}: the tour quotes {want:?}, which a fresh trace no longer shows (after line {from}):\n{}",
-                    fresh.join("\n")
-                ),
+        // The log is flushed at the end of each loop turn, so the last lines may land a
+        // moment after the reply: look until every step is there, or time runs out.
+        let mut missing = String::new();
+        let deadline = std::time::Instant::now() + PATIENCE;
+        while std::time::Instant::now() < deadline {
+            match first_missing(&wanted, &herd.log(&name)) {
+                None => break,
+                Some(report) => missing = report,
             }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        if let Some(report) = first_missing(&wanted, &herd.log(&name)) {
+            panic!("{name}: {report}\n(earlier: {missing})");
         }
         // And the loop-level lines the tour explains are there too.
         let log = herd.log(&name);
@@ -100,4 +101,23 @@ fn the_tour_trace_matches_what_the_binary_does() {
             assert!(log.contains(kind), "{name}: no {kind:?} line");
         }
     }
+}
+
+/// Every quoted step must appear in the log, in order (other lines may come between: the
+/// log also has start-up and link lines). Says which step is missing, if one is.
+fn first_missing(wanted: &[String], log: &str) -> Option<String> {
+    let fresh: Vec<String> = log.lines().filter_map(step).collect();
+    let mut from = 0;
+    for want in wanted {
+        match fresh[from..].iter().position(|l| l == want) {
+            Some(i) => from += i + 1,
+            None => {
+                return Some(format!(
+                    "the tour quotes {want:?}, which a fresh trace no longer shows (after line {from}):\n{}",
+                    fresh.join("\n")
+                ));
+            }
+        }
+    }
+    None
 }

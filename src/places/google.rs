@@ -23,6 +23,8 @@
 //! HTTP server on 127.0.0.1.
 
 use std::ffi::OsString;
+
+use crate::json;
 use std::fmt;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -491,16 +493,9 @@ pub fn new_error_to_legacy(error: &Value) -> Value {
     error_reply(status, &message)
 }
 
-/// A Google-shaped error reply: `error_message`, empty `html_attributions` and `results`, and
-/// `status`, in the alphabetical key order of Google's own error replies. The loop cuts and
-/// prints it like any other reply, so a failed lookup still answers the WHATSAT.
-pub fn error_reply(status: &str, message: &str) -> Value {
-    json!({
-        "error_message": message,
-        "html_attributions": [],
-        "results": [],
-        "status": status,
-    })
+/// A Google-shaped error reply (see [`json::error_body`], its one home).
+fn error_reply(status: &str, message: &str) -> Value {
+    json::error_body(status, message)
 }
 
 /// The message for an HTTP error whose body is not Google's JSON (a proxy's HTML page, say).
