@@ -34,6 +34,8 @@
 // The docs are built with private items (see .cargo/config.toml): the loop's steps are
 // private methods, and the tour links to them.
 #![allow(rustdoc::private_intra_doc_links)]
+// Every public item is documented: the code is read to learn from.
+#![warn(missing_docs)]
 
 pub mod cli;
 pub mod client;
