@@ -21,6 +21,9 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// without limit: past this the link is dropped, and the catch-up on reconnect resends
 /// everything it missed.
 pub const MAX_QUEUE: usize = 8 << 20;
+/// A connect still under way after this long is given up (a neighbour whose host drops
+/// packets would otherwise hold the link for the kernel's two minutes of SYN retries).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// The catch-up refills the output buffer while it holds less than this.
 const SYNC_CHUNK: usize = 64 << 10;
 
@@ -81,6 +84,8 @@ pub struct PeerLink {
     sync: Vec<Arc<[u8]>>,
     /// Lines held for the next connection (per-update mode only).
     held: Vec<u8>,
+    /// When the connect under way is given up.
+    connect_deadline: Option<Instant>,
 }
 
 impl PeerLink {
@@ -99,6 +104,7 @@ impl PeerLink {
             needs_sync: mode == LinkMode::Persistent,
             sync: Vec::new(),
             held: Vec::new(),
+            connect_deadline: None,
         }
     }
 
@@ -122,6 +128,14 @@ impl PeerLink {
     pub fn retry_at(&self) -> Option<Instant> {
         match self.state {
             LinkState::Down { retry_at } => retry_at,
+            _ => None,
+        }
+    }
+
+    /// When the connect under way must be given up, if one is under way.
+    pub fn connect_deadline(&self) -> Option<Instant> {
+        match self.state {
+            LinkState::Connecting(_) => self.connect_deadline,
             _ => None,
         }
     }
@@ -150,6 +164,7 @@ impl PeerLink {
         transport.queue(&self.held);
         self.held = Vec::new();
         self.state = LinkState::Connecting(transport);
+        self.connect_deadline = Some(Instant::now() + CONNECT_TIMEOUT);
     }
 
     /// The connect succeeded. If a catch-up is owed, `snapshot` (called only then) gives it.

@@ -204,7 +204,8 @@ impl Server {
         if !self.more_to_read.is_empty() {
             return Some(Duration::ZERO);
         }
-        let deadlines = self.herd.links.iter().filter_map(PeerLink::retry_at);
+        let links = self.herd.links.iter();
+        let deadlines = links.flat_map(|l| l.retry_at().into_iter().chain(l.connect_deadline()));
         let deadlines = deadlines
             .chain(self.accept_retry_at)
             .chain(self.idle_check_at)
@@ -455,8 +456,12 @@ impl Server {
     fn run_timers(&mut self) {
         let now = Instant::now();
         for i in 0..self.herd.links.len() {
-            if self.herd.links[i].retry_at().is_some_and(|t| t <= now) {
+            let link = &self.herd.links[i];
+            if link.retry_at().is_some_and(|t| t <= now) {
                 self.start_connect(i);
+            } else if link.connect_deadline().is_some_and(|t| t <= now) {
+                let why = format!("connect to {} timed out", link.addr);
+                self.link_failed(i, &why);
             }
         }
         if self.accept_retry_at.is_some_and(|t| t <= now) {
