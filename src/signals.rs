@@ -21,8 +21,16 @@ extern "C" fn on_signal(_signal: libc::c_int) {
     }
 }
 
-/// Installs the handler for SIGTERM and SIGINT.
+/// Installs the handler for SIGTERM and SIGINT, and ignores SIGXFSZ.
 pub fn install() -> io::Result<()> {
+    // A log file that reaches the process's file size limit (`ulimit -f`) makes the kernel
+    // send SIGXFSZ, whose default action kills the process. Ignored, the write fails with
+    // EFBIG instead, which the logger drops like a full disk: the server keeps serving
+    // (found by tests/hostile.rs).
+    // SAFETY: setting a signal's disposition to SIG_IGN has no handler to get wrong.
+    if unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) } == libc::SIG_ERR {
+        return Err(io::Error::last_os_error());
+    }
     for signal in [libc::SIGTERM, libc::SIGINT] {
         // SAFETY: a zeroed sigaction is valid; the handler only touches atomics and write(2).
         unsafe {
