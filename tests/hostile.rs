@@ -17,44 +17,8 @@ use common::*;
 const NAME: &str = "Lone";
 /// How much a server may grow (KiB) while hostile clients hammer it.
 const RSS_BOUND_KIB: u64 = 64 << 10;
-/// How long a well-behaved client may wait for an answer while others misbehave. Generous:
-/// this is "still served", not a latency benchmark (debug build, two cores, tests in parallel).
-const PROMPT: Duration = Duration::from_secs(5);
-
 fn lone(tag: &str, args: &[&str]) -> Herd {
     Herd::start(tag, &[(NAME, &[])], args)
-}
-
-/// A well-behaved client: one IAMAT (one connection, grading-script style), answered in
-/// time. Returns how long it took.
-fn served(addr: SocketAddr, id: &str) -> Duration {
-    let started = Instant::now();
-    let reply = one_shot(
-        addr,
-        format!("IAMAT {id} +34.068930-118.445127 {}", now_text()).as_bytes(),
-    );
-    let took = started.elapsed();
-    let reply = String::from_utf8_lossy(&reply);
-    assert!(
-        reply.starts_with(&format!("AT {NAME} ")) && reply.contains(id),
-        "{id}: {reply:?}"
-    );
-    assert!(took < PROMPT, "{id} waited {took:?}");
-    took
-}
-
-/// Runs `served` over and over on another thread until `stop`; returns (count, slowest).
-fn keep_serving(addr: SocketAddr, stop: Arc<AtomicBool>) -> thread::JoinHandle<(usize, Duration)> {
-    thread::spawn(move || {
-        let mut n = 0;
-        let mut slowest = Duration::ZERO;
-        while !stop.load(Ordering::SeqCst) {
-            slowest = slowest.max(served(addr, &format!("bystander{n}")));
-            n += 1;
-            sleep(Duration::from_millis(50));
-        }
-        (n, slowest)
-    })
 }
 
 /// Reads until the server closes, with a deadline; returns the bytes.
@@ -106,7 +70,7 @@ fn overlong_line_is_answered_and_cut_off() {
         2,
         "nothing after the cut"
     );
-    served(addr, "after-overlong");
+    served(addr, NAME, "after-overlong");
     let grown = rss_kib(pid).saturating_sub(rss_before);
     println!("overlong: 4 MiB line cut at 64 KiB; RSS grew {grown} KiB");
     assert!(grown < RSS_BOUND_KIB, "grew {grown} KiB");
@@ -119,7 +83,7 @@ fn endless_line_is_cut_off_and_others_are_served() {
     let pid = herd.pid(NAME);
     let rss_before = rss_kib(pid);
     let stop = Arc::new(AtomicBool::new(false));
-    let bystander = keep_serving(addr, Arc::clone(&stop));
+    let bystander = keep_serving(addr, NAME, Arc::clone(&stop));
 
     // Two clients send bytes as fast as they can, never a newline, until the server hangs
     // up on them (or 20 s pass, which fails the test).
@@ -177,7 +141,7 @@ fn client_that_never_reads_is_paused_not_buffered() {
     let herd = lone("noread", &[]);
     let addr = herd.addr(NAME);
     let pid = herd.pid(NAME);
-    served(addr, "warmup");
+    served(addr, NAME, "warmup");
     for id in ["la0", "la1"] {
         // Los Angeles: a full page of places, about 7 KB per reply.
         let reply = herd.ask(
@@ -188,7 +152,7 @@ fn client_that_never_reads_is_paused_not_buffered() {
     }
     let rss_before = rss_kib(pid);
     let stop = Arc::new(AtomicBool::new(false));
-    let bystander = keep_serving(addr, Arc::clone(&stop));
+    let bystander = keep_serving(addr, NAME, Arc::clone(&stop));
 
     // Two clients pipeline WHATSATs and never read a reply. Once the server stops reading
     // them (backpressure) and the socket buffers fill, their writes stall.
@@ -262,7 +226,7 @@ fn client_that_never_reads_is_paused_not_buffered() {
     eventually("the server closes the connections of the hogs", || {
         open_fds(pid) + 2 <= fds_with_hogs
     });
-    served(addr, "after-hogs");
+    served(addr, NAME, "after-hogs");
 }
 
 #[test]
@@ -280,7 +244,7 @@ fn slow_and_idle_crowds_do_not_stop_others() {
         .collect();
     eventually("the server accepted the crowd", || open_fds(pid) >= 3300);
     let stop = Arc::new(AtomicBool::new(false));
-    let bystander = keep_serving(addr, Arc::clone(&stop));
+    let bystander = keep_serving(addr, NAME, Arc::clone(&stop));
     let line = format!("IAMAT slow +34.068930-118.445127 {}\n", now_text());
     for second in 0..6 {
         for s in &mut slow {
@@ -421,7 +385,7 @@ fn log_file_at_the_size_limit_does_not_stop_serving() {
         "log file grew to {size} bytes: the limit did not bite"
     );
     assert!(herd.running(NAME), "the server died");
-    served(addr, "after-full-log");
+    served(addr, NAME, "after-full-log");
 }
 
 #[test]
@@ -434,7 +398,7 @@ fn log_on_a_full_device_does_not_stop_serving() {
     herd.start_server(NAME);
     busy_client(herd.addr(NAME), 2000);
     assert!(herd.running(NAME), "the server died");
-    served(herd.addr(NAME), "after-dev-full");
+    served(herd.addr(NAME), NAME, "after-dev-full");
 }
 
 #[test]
@@ -451,7 +415,7 @@ fn log_directory_removed_does_not_stop_serving() {
     std::fs::set_permissions(&logs, std::os::unix::fs::PermissionsExt::from_mode(0o000)).unwrap();
     busy_client(addr, 1000);
     assert!(herd.running(NAME), "the server died");
-    served(addr, "after-rm-log");
+    served(addr, NAME, "after-rm-log");
     std::fs::set_permissions(&logs, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
     std::fs::remove_file(&logs).unwrap();
 }

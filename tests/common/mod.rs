@@ -9,8 +9,9 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::thread::sleep;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread::{self, sleep};
 use std::time::{Duration, Instant};
 
 /// The binary under test.
@@ -430,4 +431,195 @@ pub fn cpu_ticks(pid: u32) -> u64 {
 /// Open descriptors of a process (entries of `/proc/<pid>/fd`).
 pub fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+/// How long a well-behaved client may wait for an answer while others misbehave or servers
+/// churn. Generous: this is "still served", not a latency benchmark (debug build, two cores,
+/// other test binaries running alongside).
+pub const PROMPT: Duration = Duration::from_secs(5);
+
+/// A well-behaved client: one IAMAT on its own connection (grading-script style), answered
+/// by `server` within [`PROMPT`]. Returns how long it took.
+pub fn served(addr: SocketAddr, server: &str, id: &str) -> Duration {
+    let started = Instant::now();
+    let request = format!("IAMAT {id} +34.068930-118.445127 {}", now_text());
+    let reply = one_shot(addr, request.as_bytes());
+    let took = started.elapsed();
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(
+        reply.starts_with(&format!("AT {server} ")) && reply.contains(id),
+        "{id}: {reply:?}"
+    );
+    assert!(took < PROMPT, "{id} waited {took:?}");
+    took
+}
+
+/// Runs [`served`] every 50 ms on another thread until `stop`; returns (count, slowest).
+pub fn keep_serving(
+    addr: SocketAddr,
+    server: &'static str,
+    stop: Arc<AtomicBool>,
+) -> thread::JoinHandle<(usize, Duration)> {
+    thread::spawn(move || {
+        let mut n = 0;
+        let mut slowest = Duration::ZERO;
+        while !stop.load(Ordering::SeqCst) {
+            slowest = slowest.max(served(addr, server, &format!("bystander{n}")));
+            n += 1;
+            sleep(Duration::from_millis(50));
+        }
+        (n, slowest)
+    })
+}
+
+/// What a stream of IAMATs got acknowledged (answered with an AT line).
+#[derive(Debug, Default)]
+pub struct Acks {
+    /// For each client id, the newest acknowledged report: (client time in nanoseconds,
+    /// the AT reply line without its newline).
+    pub newest: HashMap<String, (u128, String)>,
+    /// Every report sent, acknowledged or not: (client id, time in ns) → location.
+    pub sent_locations: HashMap<(String, u128), String>,
+    /// IAMATs sent.
+    pub sent: usize,
+    /// IAMATs answered.
+    pub acked: usize,
+    /// Batches cut short: connection refused, reset or closed before every reply came.
+    pub broken: usize,
+    /// The longest a batch waited for its replies.
+    pub slowest: Duration,
+}
+
+impl Acks {
+    /// Adds another stream's acknowledgements (the streams use disjoint client ids).
+    pub fn merge(&mut self, other: Acks) {
+        self.newest.extend(other.newest);
+        self.sent_locations.extend(other.sent_locations);
+        self.sent += other.sent;
+        self.acked += other.acked;
+        self.broken += other.broken;
+        self.slowest = self.slowest.max(other.slowest);
+    }
+}
+
+/// A random valid ISO 6709 location.
+pub fn random_location(rng: &mut Rng) -> String {
+    let sign = |rng: &mut Rng| if rng.chance(50) { '+' } else { '-' };
+    format!(
+        "{}{}.{:06}{}{}.{:06}",
+        sign(rng),
+        rng.below(90),
+        rng.below(1_000_000),
+        sign(rng),
+        rng.below(180),
+        rng.below(1_000_000)
+    )
+}
+
+/// Streams IAMATs about `ids` until `stop`: each batch of `batch` lines goes pipelined, on a
+/// fresh connection (half-closed after the last line), to a server picked at random from
+/// `addrs`. Every report gets a new, later client time and a random location. What was
+/// answered is recorded; a server that is down or dies mid-batch just cuts the batch short.
+pub fn stream_iamats(
+    addrs: Vec<SocketAddr>,
+    ids: Vec<String>,
+    batch: usize,
+    seed: u64,
+    stop: Arc<AtomicBool>,
+) -> thread::JoinHandle<Acks> {
+    thread::spawn(move || {
+        let mut rng = Rng::new(seed);
+        let mut acks = Acks::default();
+        // Client times: now, then 1 µs later for each report, so they only go up.
+        let mut clock = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        while !stop.load(Ordering::SeqCst) {
+            let addr = *rng.pick(&addrs);
+            let mut reports = Vec::with_capacity(batch);
+            let mut request = Vec::new();
+            for _ in 0..batch {
+                clock += 1000;
+                let id = rng.pick(&ids).clone();
+                let location = random_location(&mut rng);
+                let time = format!("{}.{:09}", clock / 1_000_000_000, clock % 1_000_000_000);
+                request.extend_from_slice(format!("IAMAT {id} {location} {time}\n").as_bytes());
+                acks.sent_locations
+                    .insert((id.clone(), clock), location.clone());
+                let tail = format!(" {id} {location} {time}");
+                reports.push((id, clock, tail));
+            }
+            acks.sent += batch;
+            let started = Instant::now();
+            let Ok(mut stream) = TcpStream::connect(addr) else {
+                acks.broken += 1;
+                sleep(Duration::from_millis(20));
+                continue;
+            };
+            stream.set_read_timeout(Some(PATIENCE)).unwrap();
+            let mut reply = Vec::new();
+            let complete = stream.write_all(&request).is_ok()
+                && stream.shutdown(Shutdown::Write).is_ok()
+                && stream.read_to_end(&mut reply).is_ok();
+            let reply = String::from_utf8(reply).expect("AT replies are UTF-8 here");
+            let lines: Vec<&str> = reply.lines().collect();
+            // Replies come in request order: the first ones that came are acknowledgements.
+            for (line, (id, time, tail)) in lines.iter().zip(&reports) {
+                assert!(
+                    line.starts_with("AT ") && line.ends_with(tail.as_str()),
+                    "reply {line:?} to IAMAT{tail}"
+                );
+                acks.acked += 1;
+                let newest = acks.newest.entry(id.clone()).or_insert((0, String::new()));
+                if *time > newest.0 {
+                    *newest = (*time, line.to_string());
+                }
+            }
+            if !complete || lines.len() < batch {
+                acks.broken += 1;
+            }
+            acks.slowest = acks.slowest.max(started.elapsed());
+        }
+        acks
+    })
+}
+
+/// The AT line that `addr` holds for each of `ids` (`None` where it answers `? `), asked
+/// with pipelined `WHATSAT id 0 0` on one connection.
+pub fn stored_lines(addr: SocketAddr, ids: &[String]) -> std::io::Result<Vec<Option<String>>> {
+    let stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(PATIENCE))?;
+    let mut writer = stream.try_clone()?;
+    let request: String = ids.iter().map(|id| format!("WHATSAT {id} 0 0\n")).collect();
+    // Written on another thread: the replies may fill the socket before the requests end.
+    let sender = thread::spawn(move || {
+        writer.write_all(request.as_bytes())?;
+        writer.shutdown(Shutdown::Write)
+    });
+    let mut reader = BufReader::new(stream);
+    let mut out = Vec::with_capacity(ids.len());
+    for _ in ids {
+        let mut first = String::new();
+        if reader.read_line(&mut first)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        if first.starts_with("? ") {
+            out.push(None);
+            continue;
+        }
+        // The places JSON runs to a blank line.
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line)? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            if line == "\n" {
+                break;
+            }
+        }
+        out.push(Some(first.trim_end().to_string()));
+    }
+    sender.join().expect("sender panicked")?;
+    Ok(out)
 }
