@@ -18,11 +18,16 @@ use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
+/// A probe that has not arrived after this long is lost.
+const LOST_AFTER: Duration = Duration::from_secs(5);
+
 pub struct FloodConfig {
     pub origin: SocketAddr,
     /// Addresses to poll-connect before starting (every server of the herd).
     pub wait_for: Vec<SocketAddr>,
+    /// At most this many probes, and for at most `probe_time`.
     pub samples: usize,
+    pub probe_time: Duration,
     pub gap: Duration,
     /// IAMAT load to run alongside, if any (pipelined, to the origin).
     pub load: Option<LoadConfig>,
@@ -67,12 +72,12 @@ pub fn run(cfg: FloodConfig, listener: TcpListener) -> Result<FloodOutcome, Stri
     }
 
     let load = cfg.load.clone().map(|load_cfg| {
-        // The load gets half a second to ramp up before the probes start.
+        // The load runs until the probes are done (the stop flag), bounded by the deadline;
+        // it gets half a second to ramp up before the probes start.
         let start = Instant::now();
-        let span = cfg.gap * cfg.samples as u32 + Duration::from_millis(1000);
         let phases = Phases {
             measure_from: start + Duration::from_millis(500),
-            end: start + span,
+            end: deadline,
         };
         let control = Control::new(None);
         let c2 = Arc::clone(&control);
@@ -81,30 +86,37 @@ pub fn run(cfg: FloodConfig, listener: TcpListener) -> Result<FloodOutcome, Stri
         (handle, control, phases)
     });
 
+    // Probes go one at a time, so that each measures the herd, not the probes before it;
+    // under load they all run while the load does.
     let mut hist = Hist::default();
     let mut lost = 0;
+    let probes_end = (Instant::now() + cfg.probe_time).min(deadline);
     for _ in 0..cfg.samples {
-        if Instant::now() >= deadline {
+        if Instant::now() >= probes_end {
             break;
         }
         let sent_at = Instant::now();
         let seq = probe.send()?;
-        match wait_for_seq(&rx, seq, Duration::from_secs(2)) {
+        match wait_for_seq(&rx, seq, LOST_AFTER) {
             Some(arrived) => {
                 hist.record(arrived.saturating_duration_since(sent_at).as_nanos() as u64)
             }
-            None => lost += 1,
+            None => {
+                // A probe that never arrives counts as the longest wait, so p99 cannot
+                // look better by losing the slow ones.
+                lost += 1;
+                hist.record(LOST_AFTER.as_nanos() as u64);
+            }
         }
         std::thread::sleep(cfg.gap);
     }
 
     let load = load.map(|(handle, control, phases)| {
+        let stopped = Instant::now();
         control
             .stop
             .store(true, std::sync::atomic::Ordering::Relaxed);
-        let measured = Instant::now()
-            .min(phases.end)
-            .saturating_duration_since(phases.measure_from);
+        let measured = stopped.saturating_duration_since(phases.measure_from);
         (handle.join().unwrap_or_default(), measured)
     });
     Ok(FloodOutcome { hist, lost, load })

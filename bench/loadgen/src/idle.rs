@@ -8,6 +8,9 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+/// Connections opened (and answered) before the next ones connect.
+const BATCH: usize = 64;
+
 pub struct IdleOutcome {
     pub opened: usize,
     pub answered: usize,
@@ -34,42 +37,45 @@ pub fn run(target: SocketAddr, conns: usize, pids: &[u32], hold: Duration) -> Id
         out.errors += 1;
         out.first_error.get_or_insert(e);
     };
-    // Bounded in time as well as in count: a server that stops accepting cannot hang us.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut streams = Vec::with_capacity(conns);
-    for _ in 0..conns {
-        if Instant::now() >= deadline {
-            fail(&mut out, "gave up opening connections after 60 s".into());
-            break;
-        }
-        match TcpStream::connect_timeout(&target, Duration::from_secs(5)) {
-            Ok(s) => streams.push(s),
-            Err(e) => fail(&mut out, format!("connect: {e}")),
-        }
-    }
-    out.opened = streams.len();
-
-    // One IAMAT on every connection first, then all the replies: the server sees them all
-    // without us waiting 10,000 round trips.
+    // Connections are opened in batches, and each batch's IAMATs are answered before the
+    // next batch connects: a burst of 10,000 connects would overflow the server's listen
+    // backlog (asyncio's default is 100) and stall in SYN retries, measuring the backlog
+    // instead of memory. Bounded in time as well as in count.
+    let deadline = Instant::now() + Duration::from_secs(120);
     let id = format!("idle{}", std::process::id());
     let mut clock = ClientClock::default();
     let mut line = Vec::new();
-    for s in &streams {
-        line.clear();
-        proto::push_iamat(&mut line, &id, clock.next(), true);
-        if let Err(e) = (&*s).write_all(&line) {
-            fail(&mut out, format!("write: {e}"));
+    let mut streams: Vec<TcpStream> = Vec::with_capacity(conns);
+    for first in (0..conns).step_by(BATCH) {
+        if Instant::now() >= deadline {
+            fail(&mut out, "gave up opening connections after 120 s".into());
+            break;
+        }
+        let batch_start = streams.len();
+        for _ in first..(first + BATCH).min(conns) {
+            match TcpStream::connect_timeout(&target, Duration::from_secs(5)) {
+                Ok(s) => streams.push(s),
+                Err(e) => fail(&mut out, format!("connect: {e}")),
+            }
+        }
+        for s in &streams[batch_start..] {
+            line.clear();
+            proto::push_iamat(&mut line, &id, clock.next(), true);
+            if let Err(e) = (&*s).write_all(&line) {
+                fail(&mut out, format!("write: {e}"));
+            }
+        }
+        for s in &streams[batch_start..] {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+            let mut reply = String::new();
+            match BufReader::new(s).read_line(&mut reply) {
+                Ok(_) if reply.starts_with("AT ") => out.answered += 1,
+                Ok(_) => fail(&mut out, format!("reply {reply:?}")),
+                Err(e) => fail(&mut out, format!("read: {e}")),
+            }
         }
     }
-    for s in &streams {
-        let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-        let mut reply = String::new();
-        match BufReader::new(s).read_line(&mut reply) {
-            Ok(_) if reply.starts_with("AT ") => out.answered += 1,
-            Ok(_) => fail(&mut out, format!("reply {reply:?}")),
-            Err(e) => fail(&mut out, format!("read: {e}")),
-        }
-    }
+    out.opened = streams.len();
     std::thread::sleep(hold);
     out.rss_kb = procstat::sum_kb(pids, "VmRSS");
     out.hwm_kb = procstat::max_kb(pids, "VmHWM");

@@ -31,7 +31,7 @@ usage:
                 [--duration SECS] [--warmup SECS] [--requests N] [--pids PID,...] [--echo]
                 [--radius KM] [--bound N] [--ids N]
   loadgen flood --origin HOST:PORT --listen HOST:PORT [--wait HOST:PORT,...] [--samples N]
-                [--gap-ms MS] [--load-conns N] [--load-window N] [--threads N] [--pids PID,...]
+                [--probe-secs SECS] [--gap-ms MS] [--load-conns N] [--load-window N] [--threads N] [--pids PID,...]
                 [--max-secs SECS]
   loadgen idle  --target HOST:PORT --conns N [--pids PID,...] [--hold-secs SECS]
 ";
@@ -301,6 +301,7 @@ fn cmd_flood(a: &Args) -> Result<(), String> {
         origin,
         wait_for: a.addrs("wait")?,
         samples: a.num("samples", 200)?,
+        probe_time: secs("probe-secs", a, 5.0)?,
         gap: Duration::from_millis(a.num("gap-ms", 5)?),
         load,
         max_time: secs("max-secs", a, 60.0)?,

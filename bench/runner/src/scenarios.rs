@@ -40,6 +40,8 @@ pub struct Row {
     /// Shown value = raw value × scale.
     pub scale: f64,
     pub decimals: usize,
+    /// Whether a ratio to proxy-herd means anything for this figure.
+    pub ratio: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -56,6 +58,7 @@ const fn row(key: &'static str, label: &'static str, scale: f64, decimals: usize
         label,
         scale,
         decimals,
+        ratio: true,
     }
 }
 
@@ -124,7 +127,10 @@ pub fn all(s: &Settings) -> Vec<Scenario> {
     let p99 = row("p99_us", "p99 latency (ms)", 0.001, 2);
     let cpu = row("cpu_per_100k", "server CPU s per 100k replies", 1.0, 2);
     // The generator's own load: near 100% means it, not the server, may be the limit.
-    let gen_cpu = row("gen_cpu_pct", "load generator CPU (% of a core)", 1.0, 0);
+    let gen_cpu = Row {
+        ratio: false,
+        ..row("gen_cpu_pct", "load generator CPU (% of a core)", 1.0, 0)
+    };
     let mut list = Vec::new();
     for &conns in &s.sweep {
         list.push(Scenario {
@@ -159,6 +165,7 @@ pub fn all(s: &Settings) -> Vec<Scenario> {
         rows: vec![
             row("p50_us", "p50 (µs)", 1.0, 0),
             row("p99_us", "p99 (µs)", 1.0, 0),
+            row("lost", "probes lost", 1.0, 0),
         ],
     });
     list.push(Scenario {
@@ -168,6 +175,7 @@ pub fn all(s: &Settings) -> Vec<Scenario> {
         rows: vec![
             row("p50_us", "p50 (ms)", 0.001, 2),
             row("p99_us", "p99 (ms)", 0.001, 2),
+            row("lost", "probes lost", 1.0, 0),
             row("load_rate", "load replies/s", 1.0, 0),
         ],
     });
@@ -364,9 +372,10 @@ pub fn run_one(
             let samples = ((s.duration * 1000.0 / 5.0) as usize).clamp(20, 2000);
             let out_path = paths.work.join(format!("{tag}.loadgen.out"));
             let cmd = format!(
-                "{} flood --origin {origin} --listen {bench} --wait {} --samples {samples} --gap-ms 5 --load-conns {load_conns} --load-window {} --threads {} --max-secs {}",
+                "{} flood --origin {origin} --listen {bench} --wait {} --samples {samples} --probe-secs {} --gap-ms 5 --load-conns {load_conns} --load-window {} --threads {} --max-secs {}",
                 paths.bin.join("loadgen").display(),
                 wait.join(","),
+                s.duration,
                 s.window,
                 s.threads,
                 s.duration + 60.0

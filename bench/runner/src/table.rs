@@ -163,7 +163,8 @@ pub fn markdown(
                         None => "—".to_string(),
                         Some(v) => {
                             let mut c = format_value(v * row.scale, row.decimals);
-                            if Some(&imp.name) != reference.as_ref()
+                            if row.ratio
+                                && Some(&imp.name) != reference.as_ref()
                                 && let Some(b) = base
                                 && b != 0.0
                             {
