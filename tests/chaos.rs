@@ -75,10 +75,9 @@ fn judge(id: &str, stored: Option<&String>, acks: &Acks) -> Verdict {
     match newest {
         Some((t, want)) if time == *t && line == want => Verdict::Newest,
         Some((t, want)) if time <= *t => Verdict::Wrong(format!("{id}: {line}, want {want}")),
-        _ => match acks.sent_locations.get(&(id.to_string(), time)) {
-            Some(sent) if sent == location => Verdict::NewerUnacknowledged,
-            _ => Verdict::Wrong(format!("{id}: {line} was never sent")),
-        },
+        // Newer than anything acknowledged: right only if that report was really sent.
+        _ if *location == location_for(id, time) => Verdict::NewerUnacknowledged,
+        _ => Verdict::Wrong(format!("{id}: {line} was never sent")),
     }
 }
 
