@@ -44,6 +44,8 @@ options:
   --proxy-herd PATH     the proxy-herd binary (default: ../target/release/proxy-herd)
   --out FILE            also write the table to FILE
   --keep                keep the scratch directory (logs, topologies, outputs)
+  --work-dir DIR        where the scratch directory goes (default: $TMPDIR or /tmp); the
+                        herds' logs are written there, so its disk is part of `logging on`
 ";
 
 struct Cli {
@@ -54,6 +56,8 @@ struct Cli {
     proxy_herd: PathBuf,
     out: Option<PathBuf>,
     keep: bool,
+    /// Where the scratch directory goes (logs of every herd are written there).
+    work_root: PathBuf,
 }
 
 fn parse_cli() -> Result<Cli, String> {
@@ -76,6 +80,7 @@ fn parse_cli() -> Result<Cli, String> {
         proxy_herd: bench.join("../target/release/proxy-herd"),
         out: None,
         keep: false,
+        work_root: std::env::temp_dir(),
     };
     let mut builtin = vec!["proxy-herd", "tokio", "asyncio", "echo"]
         .into_iter()
@@ -110,6 +115,7 @@ fn parse_cli() -> Result<Cli, String> {
             "--scenarios" => cli.only = Some(v.split(',').map(String::from).collect()),
             "--proxy-herd" => cli.proxy_herd = PathBuf::from(v),
             "--out" => cli.out = Some(PathBuf::from(v)),
+            "--work-dir" => cli.work_root = PathBuf::from(v),
             _ => return Err(format!("unknown option {a}\n{USAGE}")),
         }
     }
@@ -144,7 +150,9 @@ fn main() -> ExitCode {
     };
     procs::install_signal_handlers();
     let exe = std::env::current_exe().expect("own path");
-    let work = std::env::temp_dir().join(format!("proxy-herd-bench-{}", std::process::id()));
+    let work = cli
+        .work_root
+        .join(format!("proxy-herd-bench-{}", std::process::id()));
     if let Err(e) = std::fs::create_dir_all(&work) {
         eprintln!("{}: {e}", work.display());
         return ExitCode::FAILURE;
