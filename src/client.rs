@@ -84,6 +84,10 @@ pub struct Client {
     pub paused: bool,
     /// When the connection last did anything (for the idle timeout).
     pub last_active: Instant,
+    /// It has sent AT lines: it is a neighbour's link, which the idle timeout spares. A quiet
+    /// herd sends nothing for long stretches, and a dropped link costs a full catch-up when
+    /// the neighbour reconnects (found by tests/neighbours.rs).
+    pub carries_floods: bool,
 }
 
 impl Client {
@@ -99,6 +103,7 @@ impl Client {
             lingering_discard: false,
             paused: false,
             last_active: Instant::now(),
+            carries_floods: false,
         }
     }
 

@@ -394,10 +394,13 @@ impl Server {
                 }
                 Next::Incomplete => break,
             };
+            let line = client.input.get(range);
+            // A connection that sends AT lines is a neighbour's link (see the idle timeout).
+            client.carries_floods |= crate::protocol::fields(line).next() == Some(b"AT");
             self.herd.handle_line(
                 token,
                 Origin::Accepted,
-                client.input.get(range),
+                line,
                 &mut client.replies,
                 client.io.out_mut(),
             );
@@ -480,7 +483,7 @@ impl Server {
         {
             for (token, client) in &self.clients {
                 let idle = now.duration_since(client.last_active);
-                if idle >= limit && client.replies.waiting() == 0 {
+                if idle >= limit && client.replies.waiting() == 0 && !client.carries_floods {
                     self.to_close
                         .push((*token, format!("idle for {} s", idle.as_secs())));
                 }

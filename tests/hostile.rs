@@ -293,7 +293,7 @@ fn idle_client_is_closed_after_the_timeout() {
     let (got, closed_after) = reader.join().unwrap();
     assert!(got.is_empty(), "{got:?}");
     assert!(
-        closed_after >= Duration::from_millis(900) && closed_after < Duration::from_secs(3),
+        closed_after >= Duration::from_millis(900) && closed_after < Duration::from_secs(5),
         "idle client closed after {closed_after:?}"
     );
     chatty.write_all(&line[10..]).unwrap();

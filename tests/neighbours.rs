@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -207,4 +207,41 @@ fn neighbour_restarting_every_second_catches_up() {
     let log = herd.log("Alford");
     let ups = log.matches("link to Bolden up").count();
     assert!(ups > RESTARTS, "the link came up {ups} times");
+}
+
+#[test]
+fn idle_timeout_spares_neighbour_links() {
+    let herd = Herd::start("idlelinks", PAIR, &["--idle-timeout", "1"]);
+    eventually("Alford's link to Bolden is up", || {
+        herd.log("Alford").contains("link to Bolden up")
+    });
+    // One location, flooded both ways (each server floods to every neighbour, the sender
+    // included), so each server's link into the other carries an AT line.
+    let reply = herd.ask("Alford", &format!("IAMAT linked +1+2 {}\n", now_text()));
+    eventually("Bolden knows it", || {
+        herd.ask("Bolden", "WHATSAT linked 1 1")
+            .starts_with(first_line(&reply))
+    });
+    // A link opened before that may have been cut as idle already; once it carried an AT,
+    // never again, however long the herd stays quiet.
+    sleep(Duration::from_millis(1500));
+    let before: Vec<usize> = ["Alford", "Bolden"]
+        .iter()
+        .map(|s| herd.log(s).len())
+        .collect();
+    sleep(Duration::from_millis(3500));
+    for (name, from) in ["Alford", "Bolden"].iter().zip(before) {
+        let log = herd.log(name);
+        let later = &log[from..];
+        assert!(!later.contains("down"), "{name}'s link dropped:\n{later}");
+        assert!(
+            !later.contains("idle"),
+            "{name} closed a link as idle:\n{later}"
+        );
+    }
+    // Clients are still closed when idle.
+    let mut idle = TcpStream::connect(herd.addr("Alford")).unwrap();
+    idle.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut buf = [0u8; 1];
+    assert_eq!(idle.read(&mut buf).unwrap(), 0);
 }
