@@ -19,6 +19,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -71,6 +72,13 @@ fn main() {
         eprintln!("places-stub: bind {listen}: {e}");
         std::process::exit(1)
     });
+    // std listens with a backlog of 128: a herd opening hundreds of lookup connections at
+    // once would overflow it and wait a second for each SYN retry, making the stub the
+    // bottleneck. Listening again with a larger backlog raises it (Linux).
+    // SAFETY: listen on a socket we own; on failure the old backlog stays.
+    unsafe {
+        libc::listen(listener.as_raw_fd(), 4096);
+    }
     println!("listening {}", listener.local_addr().expect("bound"));
     let counters = Arc::new(Counters::default());
     let config = Arc::new(Config {

@@ -234,7 +234,14 @@ fn bench(cli: &Cli, paths: &Paths) -> ExitCode {
                 let imp = runnable[(k + rep) % runnable.len()];
                 let tag = format!("r{rep}-{}-{}", sc.id, imp.name);
                 let t0 = Instant::now();
-                let r = scenarios::run_one(sc, imp, s, paths, &shared_stub.1, &tag);
+                let mut r = scenarios::run_one(sc, imp, s, paths, &shared_stub.1, &tag);
+                // In a smoke run, a wrong reply is a failure even if most replies were right.
+                if smoke
+                    && let Ok(m) = &r
+                    && m.get("errors").copied().unwrap_or(0.0) > 0.0
+                {
+                    r = Err(format!("{} errors ({})", m["errors"], table::summary(m)));
+                }
                 match &r {
                     Ok(m) => eprintln!(
                         "[rep {}/{}] {:22} {:12} {} ({:.1}s)",
