@@ -27,9 +27,13 @@ pub fn install() -> io::Result<()> {
     // send SIGXFSZ, whose default action kills the process. Ignored, the write fails with
     // EFBIG instead, which the logger drops like a full disk: the server keeps serving
     // (found by tests/hostile.rs).
-    // SAFETY: setting a signal's disposition to SIG_IGN has no handler to get wrong.
-    if unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) } == libc::SIG_ERR {
-        return Err(io::Error::last_os_error());
+    // SAFETY: a zeroed sigaction whose handler is SIG_IGN is valid.
+    unsafe {
+        let mut ignore: libc::sigaction = std::mem::zeroed();
+        ignore.sa_sigaction = libc::SIG_IGN;
+        if libc::sigaction(libc::SIGXFSZ, &ignore, std::ptr::null_mut()) != 0 {
+            return Err(io::Error::last_os_error());
+        }
     }
     for signal in [libc::SIGTERM, libc::SIGINT] {
         // SAFETY: a zeroed sigaction is valid; the handler only touches atomics and write(2).
