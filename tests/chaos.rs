@@ -34,8 +34,10 @@ const BATCH: usize = 25;
 /// reconnect backoff (1 s), so its neighbours are linked to it again and have caught it up.
 const SETTLE: Duration = Duration::from_millis(1500);
 /// How long the herd may take to agree once the churn stops. The issue asks for 2 s; a debug
-/// build on two busy cores gets more room, and the report prints what it took.
-const CONVERGE: Duration = Duration::from_secs(15);
+/// build on two busy cores gets more room, and the report prints what it took (well under
+/// a second so far). Checks go on for up to `GIVE_UP`, to tell slow from never.
+const CONVERGE: Duration = Duration::from_secs(5);
+const GIVE_UP: Duration = Duration::from_secs(15);
 
 fn soak_secs() -> u64 {
     std::env::var("PROXY_HERD_SOAK_SECS")
@@ -136,6 +138,7 @@ fn chaos_soak_loses_nothing() {
     // Ask every server about every client until they all hold the right record. The time to
     // converge is when the first check that finds everything right began.
     let mut rounds = 0;
+    let mut first_round_wrong = None;
     let (wrong, newer, converged, round_took) = loop {
         rounds += 1;
         let round_began = stopped.elapsed();
@@ -148,19 +151,23 @@ fn chaos_soak_loses_nothing() {
                 continue;
             };
             for (id, line) in ids.iter().zip(stored) {
-                match judge(id, line.as_ref(), &acks) {
-                    Verdict::Newest => {}
-                    Verdict::NewerUnacknowledged => newer += 1,
-                    Verdict::Wrong(why) => wrong.push(format!("{name}: {why}")),
+                // One entry per wrong record: judged wrong, or right but not the record another
+                // server holds (two different reports newer than the acknowledged one).
+                let verdict = judge(id, line.as_ref(), &acks);
+                if let Verdict::Wrong(why) = verdict {
+                    wrong.push(format!("{name}: {why}"));
+                    continue;
                 }
-                // Every server holds the same record.
                 let agreed = first.entry(id).or_insert_with(|| line.clone());
                 if *agreed != line {
                     wrong.push(format!("{name}: {id}: {line:?}, another has {agreed:?}"));
+                } else if verdict == Verdict::NewerUnacknowledged {
+                    newer += 1;
                 }
             }
         }
-        if wrong.is_empty() || stopped.elapsed() > CONVERGE {
+        first_round_wrong.get_or_insert(wrong.len());
+        if wrong.is_empty() || stopped.elapsed() > GIVE_UP {
             let took = stopped.elapsed() - round_began;
             break (wrong, newer / SERVERS.len(), round_began, took);
         }
@@ -170,7 +177,8 @@ fn chaos_soak_loses_nothing() {
     println!(
         "chaos soak: {:.0} s of churn, {kills} kills (SIGKILL) and restarts; {} IAMATs sent, \
          {} acknowledged, {} batches cut short by a kill; converged within {:.2} s after the \
-         churn stopped (check round {rounds}, each round {:.2} s); {checked} records checked \
+         churn stopped (check round {rounds}, each round {:.2} s; {} records not yet right \
+         in the first); {checked} records checked \
          ({CLIENTS} clients x {} servers), {} wrong; {newer} clients hold a newer \
          unacknowledged report",
         churn.as_secs_f64(),
@@ -179,6 +187,7 @@ fn chaos_soak_loses_nothing() {
         acks.broken,
         converged.as_secs_f64(),
         round_took.as_secs_f64(),
+        first_round_wrong.unwrap_or(0),
         SERVERS.len(),
         wrong.len(),
     );
@@ -194,4 +203,5 @@ fn chaos_soak_loses_nothing() {
         wrong.len(),
         &wrong[..wrong.len().min(20)]
     );
+    assert!(converged < CONVERGE, "took {converged:?} to converge");
 }
