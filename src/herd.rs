@@ -105,6 +105,7 @@ impl Herd {
     }
 
     /// Handles one received line (without its line ending). Replies go to `replies`/`out`.
+    /// Returns true when the line was a valid AT: the connection is a neighbour's link.
     pub fn handle_line(
         &mut self,
         token: Token,
@@ -112,9 +113,9 @@ impl Herd {
         line: &[u8],
         replies: &mut Replies,
         out: &mut Vec<u8>,
-    ) {
+    ) -> bool {
         if protocol::is_blank(line) {
-            return;
+            return false;
         }
         log::info!("conn {} < {}", token.0, Shown(line));
         let command = protocol::parse(line);
@@ -136,6 +137,7 @@ impl Herd {
             }) => {
                 // An AT gets no reply; if it is news, it goes on to every neighbour.
                 self.learn(&report, &at);
+                return true;
             }
             Some(Command::WhatsAt {
                 client,
@@ -155,6 +157,7 @@ impl Herd {
                 token.0
             ),
         }
+        false
     }
 
     /// IAMAT: answer with a fresh AT line; store and flood it if it is news. The flood is

@@ -394,16 +394,15 @@ impl Server {
                 }
                 Next::Incomplete => break,
             };
-            let line = client.input.get(range);
-            // A connection that sends AT lines is a neighbour's link (see the idle timeout).
-            client.carries_floods |= crate::protocol::fields(line).next() == Some(b"AT");
-            self.herd.handle_line(
+            let flood = self.herd.handle_line(
                 token,
                 Origin::Accepted,
-                line,
+                client.input.get(range),
                 &mut client.replies,
                 client.io.out_mut(),
             );
+            // A connection that sends AT lines is a neighbour's link (see the idle timeout).
+            client.carries_floods |= flood;
         }
         self.dirty.push(token);
     }
