@@ -108,7 +108,26 @@ impl Herd {
         for (name, _) in servers {
             herd.start_server(name);
         }
+        if !args.contains(&"per-update") {
+            herd.wait_linked(servers);
+        }
         herd
+    }
+
+    /// Waits until every persistent link of `servers` is up. A server started before its
+    /// neighbour found it refusing and is backing off; until it reconnects, its floods wait
+    /// for the catch-up, and a test that floods at once would race the backoff.
+    pub fn wait_linked(&self, servers: &[(&str, &[&str])]) {
+        for (name, neighbours) in servers {
+            for other in neighbours.iter() {
+                for (from, to) in [(name, other), (other, name)] {
+                    let needle = format!("link to {to} up");
+                    eventually(&format!("{from}: {needle}"), || {
+                        self.log(from).contains(&needle)
+                    });
+                }
+            }
+        }
     }
 
     /// The default five-server herd.
