@@ -86,8 +86,12 @@ fn judge(id: &str, stored: Option<&String>, acks: &Acks) -> Verdict {
 #[test]
 fn chaos_soak_loses_nothing() {
     let soak = Duration::from_secs(soak_secs());
-    // Logging at warn: at info the soak writes hundreds of MB of logs.
-    let mut herd = Herd::default_herd("chaos", &["--log-level", "warn"]);
+    // Logging at warn: at info the soak writes hundreds of MB of logs. (So no waiting for
+    // "link up" in the logs: the servers are started one by one, and readiness is a reply.)
+    let mut herd = Herd::plan("chaos", DEFAULT_HERD, &["--log-level", "warn"]);
+    for name in SERVERS {
+        herd.start_server(name);
+    }
     let addrs: Vec<_> = SERVERS.iter().map(|s| herd.addr(s)).collect();
     let ids: Vec<String> = (0..CLIENTS).map(|i| format!("chaos{i}")).collect();
     // Every server's loop is running (a server accepts before its loop starts).
@@ -191,7 +195,11 @@ fn chaos_soak_loses_nothing() {
         SERVERS.len(),
         wrong.len(),
     );
-    assert!(kills >= 3, "only {kills} kills");
+    // A kill cycle (down, restart, settle) takes about 2–3 s.
+    assert!(
+        kills as u64 >= (soak.as_secs() / 4).max(1),
+        "only {kills} kills"
+    );
     assert!(
         acks.acked > CLIENTS,
         "only {} IAMATs acknowledged",
