@@ -38,8 +38,9 @@
 //!    [`Server::add_client`] gives each new socket a fresh token from a counter
 //!    ([`Server::new_token`]), registers it for READABLE, and stores a [`Client`] under it.
 //! 2. **Read.** The client writes its line; its token comes back readable.
-//!    [`Server::client_readable`] reads straight into the connection's [`LineBuffer`]
-//!    ([`LineBuffer::spare`], [`LineBuffer::filled`]) until `WouldBlock` (or a budget).
+//!    [`Server::client_readable`] reads into one buffer shared by all connections and
+//!    appends what came to the connection's own [`LineBuffer`] ([`LineBuffer::extend`]),
+//!    until `WouldBlock` (or a budget).
 //! 3. **Frame.** [`Server::handle_input`] takes complete lines out with
 //!    [`LineBuffer::next_line`]; at end of input, [`LineBuffer::finish`] hands over the last,
 //!    unterminated one (the grading scripts send no final newline).
@@ -231,8 +232,7 @@
 //! [`Replies::reserve`]: crate::client::Replies::reserve
 //! [`Replies::fill`]: crate::client::Replies::fill
 //! [`LineBuffer`]: crate::lines::LineBuffer
-//! [`LineBuffer::spare`]: crate::lines::LineBuffer::spare
-//! [`LineBuffer::filled`]: crate::lines::LineBuffer::filled
+//! [`LineBuffer::extend`]: crate::lines::LineBuffer::extend
 //! [`LineBuffer::next_line`]: crate::lines::LineBuffer::next_line
 //! [`LineBuffer::finish`]: crate::lines::LineBuffer::finish
 //! [`Herd::handle_line`]: crate::herd::Herd::handle_line

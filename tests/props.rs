@@ -245,11 +245,7 @@ fn split(input: &[u8], chunks: &[usize], max: usize) -> Vec<Result<Vec<u8>, Vec<
     while !rest.is_empty() {
         let n = chunks[i % chunks.len()].clamp(1, rest.len());
         i += 1;
-        // Read "short": offer more room than is filled, as a real read does.
-        let want = n + 7;
-        let room = lb.spare(want);
-        room[..n].copy_from_slice(&rest[..n]);
-        lb.filled(n, want);
+        lb.extend(&rest[..n]);
         rest = &rest[n..];
         loop {
             match lb.next_line() {
