@@ -587,8 +587,12 @@ impl Server {
         if link.token().is_some() {
             return;
         }
-        let result = TcpStream::connect(link.addr)
-            .and_then(|stream| Transport::register(stream, token, self.poll.registry(), true));
+        let result = TcpStream::connect(link.addr).and_then(|stream| {
+            // A flood is one short line that must leave now, not wait for Nagle's
+            // algorithm to batch it with the next one.
+            stream.set_nodelay(true)?;
+            Transport::register(stream, token, self.poll.registry(), true)
+        });
         match result {
             Ok(transport) => {
                 log::debug!("link to {}: connecting (conn {})", link.name, token.0);
