@@ -165,14 +165,14 @@ impl Server {
             self.listener.local_addr()?
         );
         while !signals::stop_requested() {
-            self.poll_events()?;
-            self.dispatch_events();
-            self.read_more();
-            self.drain_lookups();
-            self.run_timers();
-            self.flush_writes();
-            self.reap_closed();
-            logging::flush();
+            self.poll_events()?; //     sleep until a socket, the Waker, a signal or a timer
+            self.dispatch_events(); //  accept, read, handle lines; queue replies and floods
+            self.read_more(); //        input left over from a spent read budget
+            self.drain_lookups(); //    places results from the workers, to their WHATSATs
+            self.run_timers(); //       link retries, accept retry, idle and lingering clients
+            self.flush_writes(); //     write links first, then clients
+            self.reap_closed(); //      close what was marked for closing this turn
+            logging::flush(); //        one write(2) of this turn's log records
         }
         log::info!("{} stopped (signal)", self.herd.name);
         logging::flush();
@@ -299,6 +299,7 @@ impl Server {
         }
     }
 
+    /// Registers a newly accepted connection under a fresh token.
     fn add_client(&mut self, stream: TcpStream, peer: SocketAddr) {
         let token = self.new_token();
         // Replies are small and latency matters more than packet count.
@@ -313,6 +314,7 @@ impl Server {
         }
     }
 
+    /// The next token: a counter that only goes up, so a token is never reused.
     fn new_token(&mut self) -> Token {
         let token = Token(self.next_token);
         self.next_token += 1;
@@ -573,6 +575,8 @@ impl Server {
 
     // ---- links to neighbours ----
 
+    /// Which neighbour link a token belongs to, if any (a linear scan: a server has a
+    /// handful of neighbours).
     fn link_index(&self, token: Token) -> Option<usize> {
         self.herd
             .links
