@@ -192,14 +192,11 @@ impl Herd {
             );
             return;
         };
-        let mut framed = Vec::with_capacity(line.len() + 1);
-        framed.extend_from_slice(&line);
-        framed.push(b'\n');
         // One log record per flood, naming every neighbour and what became of the line.
         let logging = log::log_enabled!(log::Level::Info);
         let mut fate = String::new();
         for (i, link) in self.links.iter_mut().enumerate() {
-            let sent = link.send(&framed);
+            let sent = link.send(&line);
             if logging {
                 fate.push_str(if fate.is_empty() { "" } else { ", " });
                 fate.push_str(&link.name);
@@ -214,7 +211,7 @@ impl Herd {
                 trace!(
                     self.trace,
                     "queued {} bytes for {}",
-                    framed.len(),
+                    line.len() + 1,
                     link.name
                 );
             }

@@ -140,11 +140,12 @@ impl PeerLink {
         }
     }
 
-    /// Offers one AT line (with its `\n`) to this neighbour.
+    /// Offers one AT line (without its `\n`, which is added here) to this neighbour.
     pub fn send(&mut self, line: &[u8]) -> Sent {
         match (&mut self.state, self.mode) {
             (LinkState::Connecting(t) | LinkState::Up(t), _) => {
                 t.queue(line);
+                t.queue(b"\n");
                 if t.backlog() > MAX_QUEUE {
                     Sent::Overflow
                 } else {
@@ -153,6 +154,7 @@ impl PeerLink {
             }
             (LinkState::Down { retry_at: None }, LinkMode::PerUpdate) => {
                 self.held.extend_from_slice(line);
+                self.held.push(b'\n');
                 Sent::NeedConnect
             }
             (LinkState::Down { .. }, _) => Sent::Dropped,

@@ -6,6 +6,7 @@
 //! reply copies the client's fields byte for byte, so nothing is decoded or re-encoded.
 
 use std::fmt;
+use std::io::Write as _;
 
 /// The whitespace that separates fields (SPEC §2): space, tab, CR, LF, FF, VT.
 pub fn is_space(b: u8) -> bool {
@@ -320,7 +321,8 @@ pub fn format_at(server: &str, skew: Skew, report: &Report<'_>) -> Vec<u8> {
     let mut out = Vec::with_capacity(48 + report.client.len() + report.location.len());
     out.extend_from_slice(b"AT ");
     out.extend_from_slice(server.as_bytes());
-    out.extend_from_slice(format!(" {skew} ").as_bytes());
+    // Formatted straight into the line: no temporary string per IAMAT.
+    let _ = write!(out, " {skew} ");
     for (i, field) in [report.client, report.location, report.time]
         .iter()
         .enumerate()
