@@ -82,6 +82,8 @@ pub struct Client {
     pub lingering_discard: bool,
     /// Reading is paused because replies pile up faster than the client reads them.
     pub paused: bool,
+    /// Reading is paused because a link to a neighbour is congested (flow control).
+    pub held: bool,
     /// When the connection last did anything (for the idle timeout).
     pub last_active: Instant,
     /// It has sent AT lines: it is a neighbour's link, which the idle timeout spares. A quiet
@@ -102,6 +104,7 @@ impl Client {
             eof: false,
             lingering_discard: false,
             paused: false,
+            held: false,
             last_active: Instant::now(),
             carries_floods: false,
         }

@@ -71,6 +71,9 @@ pub struct Herd {
     pub want_connect: Vec<usize>,
     /// Links whose queue overflowed; the reactor drops them.
     pub overflowed: Vec<usize>,
+    /// A live link's queue is over its bound: clients wait until the links drain (flow
+    /// control; set here as floods are queued, cleared by the reactor after writing).
+    pub congested: bool,
     /// Lookups in flight, and who waits for each: identical lookups share one.
     in_flight: HashMap<LookupKey, Vec<Waiter>>,
     /// WHATSATs about clients not known yet, waiting a moment.
@@ -96,6 +99,7 @@ impl Herd {
             links,
             want_connect: Vec::new(),
             overflowed: Vec::new(),
+            congested: false,
             in_flight: HashMap::new(),
             unknown: Vec::new(),
             provider,
@@ -133,10 +137,20 @@ impl Herd {
         match command {
             Some(Command::IAmAt(report)) => self.iamat(token, origin, &report, replies, out),
             Some(Command::At {
-                report, line: at, ..
+                report,
+                line: at,
+                via,
+                ..
             }) => {
-                // An AT gets no reply; if it is news, it goes on to every neighbour.
-                self.learn(&report, &at);
+                // An AT gets no reply; if it is news, it goes on to every neighbour but the
+                // one that sent it. A `via=` field names that neighbour, and shows it reads
+                // the field itself.
+                let from =
+                    via.and_then(|name| self.links.iter().position(|l| l.name.as_bytes() == name));
+                if let Some(i) = from {
+                    self.links[i].speaks_via = true;
+                }
+                self.learn(&report, &at, from);
                 return true;
             }
             Some(Command::WhatsAt {
@@ -173,7 +187,7 @@ impl Herd {
     ) {
         let skew = Skew::between(Timestamp::now(), report.when);
         let mut at = protocol::format_at(&self.name, skew, report);
-        self.learn(report, &at);
+        self.learn(report, &at, None);
         if origin == Origin::Accepted {
             log::info!("conn {} > {}", token.0, Shown(&at));
             at.push(b'\n');
@@ -182,8 +196,9 @@ impl Herd {
     }
 
     /// Stores an AT line if it is newer than what is known, and floods it to every
-    /// neighbour. An AT that is not newer stops here: that is what ends a flood on a cycle.
-    fn learn(&mut self, report: &Report<'_>, at: &[u8]) {
+    /// neighbour except `from`, the one it came from. An AT that is not newer stops here:
+    /// that is what ends a flood on a cycle.
+    fn learn(&mut self, report: &Report<'_>, at: &[u8], from: Option<usize>) {
         let Some(line) = self.store.update(report, at) else {
             log::debug!("not newer: {}", Shown(at));
             trace!(
@@ -196,7 +211,11 @@ impl Herd {
         let logging = log::log_enabled!(log::Level::Info);
         let mut fate = String::new();
         for (i, link) in self.links.iter_mut().enumerate() {
+            if Some(i) == from {
+                continue;
+            }
             let sent = link.send(&line);
+            self.congested |= link.congested();
             if logging {
                 fate.push_str(if fate.is_empty() { "" } else { ", " });
                 fate.push_str(&link.name);

@@ -108,6 +108,18 @@ impl LineBuffer {
         }
     }
 
+    /// The next line without taking it out: a complete line, or at end of input (`eof`) the
+    /// unterminated rest. `None` when no line is complete yet. Used only while the server
+    /// holds clients back, to let a neighbour's AT line through (a second scan is cheap then).
+    pub fn peek(&self, eof: bool) -> Option<&[u8]> {
+        let rest = &self.buf[self.start..];
+        match memchr(b'\n', rest) {
+            Some(i) => Some(&rest[..i]),
+            None if eof && !rest.is_empty() => Some(rest),
+            None => None,
+        }
+    }
+
     /// At end of input: the last, unterminated line, if any bytes are left (SPEC §2: end of
     /// input ends the last line). Call after [`next_line`](Self::next_line) gave `Incomplete`.
     pub fn finish(&mut self) -> Option<Range<usize>> {
@@ -170,6 +182,21 @@ mod tests {
             out.push(Ok(lb.get(r).to_vec()));
         }
         out
+    }
+
+    #[test]
+    fn peek_shows_the_next_line_without_taking_it() {
+        let mut b = LineBuffer::new(100);
+        b.extend(b"AT x\r\nIAMAT y");
+        assert_eq!(b.peek(false), Some(&b"AT x\r"[..]));
+        assert_eq!(b.next_line(), Next::Line(0..4), "peek took nothing");
+        assert_eq!(b.peek(false), None, "incomplete");
+        assert_eq!(b.peek(true), Some(&b"IAMAT y"[..]), "end of input ends it");
+        assert_eq!(
+            b.finish().map(|r| b.get(r).to_vec()),
+            Some(b"IAMAT y".to_vec())
+        );
+        assert_eq!(b.peek(true), None);
     }
 
     #[test]

@@ -6,6 +6,19 @@
 //! `Down` with a retry time that doubles up to [`MAX_BACKOFF`]. When a link comes up after
 //! being down, it is owed a catch-up: every location the server knows, streamed from a
 //! snapshot a chunk at a time so the output buffer stays small.
+//!
+//! Two more jobs sit here because they are about one neighbour:
+//! - **No echoes.** A line is never sent back to the neighbour it came from. To know where a
+//!   line came from, proxy-herd servers append `via=NAME` to the AT lines they forward; a
+//!   link adds that field only once the neighbour has shown it reads it (it sent us a `via=`
+//!   line itself), because some course servers count fields. A new persistent link *probes*:
+//!   its first line goes out twice, plainly and then with `via=`. The second copy is not newer,
+//!   so every kind of server drops it (or answers `? `, which we never read), and a proxy-herd
+//!   neighbour learns from it that we read `via=` too.
+//! - **Flow control.** A live link whose queue passes [`LINK_HIGH`] is *congested*: the
+//!   server stops reading clients until every link is back under [`LINK_LOW`]. A congested
+//!   link that writes nothing for [`LINK_STALL`] is dropped, so a neighbour that stopped
+//!   reading cannot hold the herd; it is caught up when it comes back.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,7 +38,23 @@ pub const MAX_QUEUE: usize = 8 << 20;
 /// packets would otherwise hold the link for the kernel's two minutes of SYN retries).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// The catch-up refills the output buffer while it holds less than this.
-const SYNC_CHUNK: usize = 64 << 10;
+const SYNC_CHUNK: usize = 32 << 10;
+/// A live link with more than this queued is congested: clients are held back (the herd
+/// takes updates only as fast as it can spread them). About 700 AT lines: a couple of
+/// milliseconds of a neighbour's work, so a flood never waits long behind others.
+pub const LINK_HIGH: usize = 64 << 10;
+/// Clients are read again once every live link has at most this queued.
+pub const LINK_LOW: usize = 16 << 10;
+/// A link whose queue stays over [`LINK_LOW`] while the socket takes less than
+/// [`LINK_STALL_BYTES`] in this long is dropped: its neighbour is not reading (or reads a
+/// trickle), and one stuck neighbour must hold the herd's clients back at most this long.
+/// A queue may well stay over the bound for longer on a server with no clients to hold
+/// (it forwards floods from its links to a slower neighbour); that is not a stall as long
+/// as the neighbour keeps reading.
+pub const LINK_STALL: Duration = Duration::from_secs(1);
+/// Less than this written in [`LINK_STALL`] with a queue waiting counts as no progress
+/// (about 700 AT lines a second; a healthy neighbour takes hundreds of thousands).
+pub const LINK_STALL_BYTES: usize = 64 << 10;
 
 /// How links to neighbours are used (SPEC §3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,11 +115,21 @@ pub struct PeerLink {
     held: Vec<u8>,
     /// When the connect under way is given up.
     connect_deadline: Option<Instant>,
+    /// ` via=OURNAME`: the field that names us on lines we forward.
+    via_field: Box<[u8]>,
+    /// The neighbour has sent us a `via=` line: it reads the field, so our lines carry it.
+    /// Kept for the life of the process (a restarted neighbour re-learns it from our probe).
+    pub speaks_via: bool,
+    /// The next line goes out twice, the second time with `via=` (see the module docs).
+    probe_pending: bool,
+    /// While the queue is over [`LINK_LOW`]: since when we have been watching its progress,
+    /// and how many bytes the socket took since then (see [`LINK_STALL`]).
+    watch: Option<(Instant, usize)>,
 }
 
 impl PeerLink {
     /// A link that is down and due to connect at once (persistent) or on the first flood.
-    pub fn new(name: String, addr: SocketAddr, mode: LinkMode, now: Instant) -> PeerLink {
+    pub fn new(me: &str, name: String, addr: SocketAddr, mode: LinkMode, now: Instant) -> PeerLink {
         let retry_at = match mode {
             LinkMode::Persistent => Some(now),
             LinkMode::PerUpdate => None,
@@ -105,6 +144,10 @@ impl PeerLink {
             sync: Vec::new(),
             held: Vec::new(),
             connect_deadline: None,
+            via_field: [b" ", crate::protocol::VIA, me.as_bytes()].concat().into(),
+            speaks_via: false,
+            probe_pending: false,
+            watch: None,
         }
     }
 
@@ -144,8 +187,9 @@ impl PeerLink {
     pub fn send(&mut self, line: &[u8]) -> Sent {
         match (&mut self.state, self.mode) {
             (LinkState::Connecting(t) | LinkState::Up(t), _) => {
-                t.queue(line);
-                t.queue(b"\n");
+                let via = self.speaks_via.then_some(&*self.via_field);
+                put_line(t.out_mut(), line, via);
+                probe(t.out_mut(), line, &self.via_field, &mut self.probe_pending);
                 if t.backlog() > MAX_QUEUE {
                     Sent::Overflow
                 } else {
@@ -153,11 +197,48 @@ impl PeerLink {
                 }
             }
             (LinkState::Down { retry_at: None }, LinkMode::PerUpdate) => {
-                self.held.extend_from_slice(line);
-                self.held.push(b'\n');
+                put_line(&mut self.held, line, None);
                 Sent::NeedConnect
             }
             (LinkState::Down { .. }, _) => Sent::Dropped,
+        }
+    }
+
+    /// True when this link is up and its queue is over [`LINK_HIGH`].
+    pub fn congested(&self) -> bool {
+        matches!(&self.state, LinkState::Up(t) if t.backlog() > LINK_HIGH)
+    }
+
+    /// True unless this link is up with more than [`LINK_LOW`] queued.
+    pub fn drained(&self) -> bool {
+        !matches!(&self.state, LinkState::Up(t) if t.backlog() > LINK_LOW)
+    }
+
+    /// Notes, after a write of `wrote` bytes at `now`, how the queue is doing: watched while
+    /// it is over [`LINK_LOW`], forgotten once it drains.
+    pub fn note_progress(&mut self, now: Instant, wrote: usize) {
+        self.watch = match self.watch {
+            _ if self.drained() => None,
+            None => Some((now, 0)),
+            Some((since, bytes)) => Some((since, bytes + wrote)),
+        };
+    }
+
+    /// When to look at this link's progress next (while its queue is watched).
+    pub fn stall_deadline(&self) -> Option<Instant> {
+        self.watch.map(|(since, _)| since + LINK_STALL)
+    }
+
+    /// At the stall deadline: true when the socket took less than [`LINK_STALL_BYTES`] since
+    /// the watch began (drop the link); otherwise the watch starts over.
+    pub fn stalled(&mut self, now: Instant) -> bool {
+        match self.watch {
+            Some((_, bytes)) if bytes < LINK_STALL_BYTES => true,
+            Some(_) => {
+                self.watch = Some((now, 0));
+                false
+            }
+            None => false,
         }
     }
 
@@ -177,6 +258,9 @@ impl PeerLink {
             self.state = LinkState::Up(t);
         }
         self.backoff = FIRST_BACKOFF;
+        self.watch = None;
+        // Per-update links carry one plain line per connection, for course servers.
+        self.probe_pending = self.mode == LinkMode::Persistent && !self.speaks_via;
         if self.needs_sync {
             self.sync = snapshot();
             self.needs_sync = false;
@@ -194,6 +278,7 @@ impl PeerLink {
         self.needs_sync = true;
         self.sync = Vec::new();
         self.held = Vec::new();
+        self.watch = None;
         delay
     }
 
@@ -217,16 +302,32 @@ impl PeerLink {
         let LinkState::Up(t) = &mut self.state else {
             return;
         };
+        let via = self.speaks_via.then_some(&*self.via_field);
         while t.backlog() < SYNC_CHUNK {
             let Some(line) = self.sync.pop() else { break };
-            let out = t.out_mut();
-            out.extend_from_slice(&line);
-            out.push(b'\n');
+            put_line(t.out_mut(), &line, via);
+            probe(t.out_mut(), &line, &self.via_field, &mut self.probe_pending);
         }
     }
 
     /// True while a catch-up is being sent.
     pub fn syncing(&self) -> bool {
         !self.sync.is_empty()
+    }
+}
+
+/// Appends one AT line to a link's buffer: the six fields, ` via=NAME` when given, `\n`.
+fn put_line(out: &mut Vec<u8>, line: &[u8], via: Option<&[u8]>) {
+    out.extend_from_slice(line);
+    if let Some(via) = via {
+        out.extend_from_slice(via);
+    }
+    out.push(b'\n');
+}
+
+/// When a probe is due, sends `line` again with ` via=NAME` (see the module docs), once.
+fn probe(out: &mut Vec<u8>, line: &[u8], via_field: &[u8], pending: &mut bool) {
+    if std::mem::take(pending) {
+        put_line(out, line, Some(via_field));
     }
 }

@@ -233,6 +233,9 @@ pub enum Command<'a> {
         server: &'a [u8],
         /// The six-field AT line, as stored and flooded on.
         line: Vec<u8>,
+        /// The server that forwarded the line to us, when it said so with a `via=NAME`
+        /// extra field (see [`VIA`]).
+        via: Option<&'a [u8]>,
     },
     /// `WHATSAT client radius bound`: what is near a client.
     WhatsAt {
@@ -245,14 +248,29 @@ pub enum Command<'a> {
     },
 }
 
+/// Fields of a line that [`parse`] looks at: the six of an AT line and a few extras.
+const MAX_FIELDS: usize = 10;
+
+/// The extra AT field by which a proxy-herd server names itself when it forwards a line:
+/// `AT Alford +0.1 kiwi +34-118 1621464827.5 via=Parker`. The receiver does not send the
+/// line back to Parker (no echoes). Only sent to neighbours that have shown they read it
+/// (see `peer`), since some course servers count fields.
+pub const VIA: &[u8] = b"via=";
+
+/// True when a line's first field is `AT`: a flood from a neighbour, which is handled even
+/// while clients are held back (flow control never stops the herd's own traffic).
+pub fn is_flood(line: &[u8]) -> bool {
+    fields(line).next() == Some(b"AT")
+}
+
 /// Parses one line (without its line ending). `None` means the line is invalid and gets
 /// the `? ` answer; whether a WHATSAT's client is known is the caller's business.
 pub fn parse(line: &[u8]) -> Option<Command<'_>> {
-    // At most 7 fields are looked at (7 means "more than 6"), so a 10,000-field line is
-    // rejected without being collected.
-    let mut f: [&[u8]; 7] = [&[]; 7];
+    // At most MAX_FIELDS fields are looked at, so a 10,000-field line is rejected without
+    // being collected (only an AT line may have more than four, and its extras are optional).
+    let mut f: [&[u8]; MAX_FIELDS] = [&[]; MAX_FIELDS];
     let mut n = 0;
-    for field in fields(line).take(7) {
+    for field in fields(line).take(MAX_FIELDS) {
         f[n] = field;
         n += 1;
     }
@@ -267,6 +285,7 @@ pub fn parse(line: &[u8]) -> Option<Command<'_>> {
                 line: f[..6].join(&b' '),
                 server: f[1],
                 report,
+                via: f[6..n].iter().find_map(|x| x.strip_prefix(VIA)),
             })
         }
         (b"WHATSAT", 4) => Some(Command::WhatsAt {
@@ -507,11 +526,16 @@ mod tests {
             line,
             server,
             report,
+            via,
         }) =
             parse(b"AT  Alford +0.263873386 kiwi +34.068930-118.445127 1621464827.5 Parker Bolden")
         else {
             panic!("AT did not parse")
         };
+        assert_eq!(
+            via, None,
+            "extra fields that are not via= name no forwarder"
+        );
         assert_eq!(
             line,
             b"AT Alford +0.263873386 kiwi +34.068930-118.445127 1621464827.5"
@@ -522,6 +546,16 @@ mod tests {
             parse(b"AT A -5 k +1+2 3"),
             Some(Command::At { .. })
         ));
+        // The forwarder's via= field, among other extras; the stored line has six fields.
+        let Some(Command::At { line, via, .. }) = parse(b"AT A -5 k +1+2 3 route via=Parker")
+        else {
+            panic!("AT with via did not parse")
+        };
+        assert_eq!(
+            (&line[..], via),
+            (&b"AT A -5 k +1+2 3"[..], Some(&b"Parker"[..]))
+        );
+        assert!(is_flood(b" AT A -5 k +1+2 3") && !is_flood(b"ATX") && !is_flood(b"IAMAT"));
         let Some(Command::WhatsAt {
             client,
             radius,

@@ -91,6 +91,12 @@ pub struct Server {
     dirty: Vec<Token>,
     /// Clients with input left to handle (a read budget ran out, or reading resumed).
     more_to_read: Vec<Token>,
+    /// Clients held back until the links drain (flow control: see [`Server::release_held`]),
+    /// in the order they are read again: those that got nothing in first.
+    held: Vec<Token>,
+    /// Clients held after they had some lines handled: read again after `held`, so the same
+    /// few clients cannot take every turn's share while the others starve.
+    held_served: Vec<Token>,
     /// Connections to close after this turn's events, with why.
     to_close: Vec<(Token, String)>,
     /// Clients draining input after an overlong line, and until when.
@@ -132,7 +138,7 @@ impl Server {
         let links = config
             .neighbours
             .iter()
-            .map(|(name, addr)| PeerLink::new(name.clone(), *addr, config.links, now))
+            .map(|(name, addr)| PeerLink::new(&config.name, name.clone(), *addr, config.links, now))
             .collect();
         Ok(Server {
             poll,
@@ -147,6 +153,8 @@ impl Server {
             idle_timeout: config.idle_timeout,
             dirty: Vec::new(),
             more_to_read: Vec::new(),
+            held: Vec::new(),
+            held_served: Vec::new(),
             to_close: Vec::new(),
             lingering: Vec::new(),
             accept_retry_at: None,
@@ -208,7 +216,11 @@ impl Server {
             return Some(Duration::ZERO);
         }
         let links = self.herd.links.iter();
-        let deadlines = links.flat_map(|l| l.retry_at().into_iter().chain(l.connect_deadline()));
+        let deadlines = links.flat_map(|l| {
+            (l.retry_at().into_iter())
+                .chain(l.connect_deadline())
+                .chain(l.stall_deadline())
+        });
         let deadlines = deadlines
             .chain(self.accept_retry_at)
             .chain(self.idle_check_at)
@@ -335,7 +347,7 @@ impl Server {
             let Some(client) = self.clients.get_mut(&token) else {
                 return;
             };
-            if client.paused || client.input_closed || client.eof {
+            if client.paused || client.held || client.input_closed || client.eof {
                 return;
             }
             // Read into the one buffer all connections share, then keep only the bytes that
@@ -368,9 +380,26 @@ impl Server {
         let Some(client) = self.clients.get_mut(&token) else {
             return;
         };
+        let mut handled = 0;
         while !client.input_closed {
             if client.io.backlog() > OUT_HIGH || client.replies.waiting() > MAX_WAITING {
                 client.paused = true;
+                break;
+            }
+            // Flow control: while a link is congested, a client's next line waits (and the
+            // client is not read), so the herd takes updates only as fast as it spreads them.
+            // A neighbour's AT line always goes through: pausing links could deadlock a herd
+            // with a cycle, every server waiting for the next.
+            if self.herd.congested
+                && !client.carries_floods
+                && (client.input.peek(client.eof)).is_some_and(|l| !crate::protocol::is_flood(l))
+            {
+                trace!(self.trace, "conn {}: held until the links drain", token.0);
+                client.held = true;
+                match handled {
+                    0 => self.held.push(token),
+                    _ => self.held_served.push(token),
+                }
                 break;
             }
             let range = match client.input.next_line() {
@@ -398,6 +427,7 @@ impl Server {
                 }
                 Next::Incomplete => break,
             };
+            handled += 1;
             let flood = self.herd.handle_line(
                 token,
                 Origin::Accepted,
@@ -406,7 +436,12 @@ impl Server {
                 client.io.out_mut(),
             );
             // A connection that sends AT lines is a neighbour's link (see the idle timeout).
-            client.carries_floods |= flood;
+            if flood && !client.carries_floods {
+                client.carries_floods = true;
+                // Flow control: what waits for us on this link should wait in the
+                // neighbour's queue, where it holds its clients back, not in our kernel.
+                limit_kernel_buffers(&client.io.stream);
+            }
         }
         self.dirty.push(token);
     }
@@ -468,6 +503,17 @@ impl Server {
             } else if link.connect_deadline().is_some_and(|t| t <= now) {
                 let why = format!("connect to {} timed out", link.addr);
                 self.link_failed(i, &why);
+            } else if link.stall_deadline().is_some_and(|t| t <= now)
+                && self.herd.links[i].stalled(now)
+            {
+                let link = &self.herd.links[i];
+                let why = format!(
+                    "{} is not reading: under {} KiB taken in {} ms with a queue waiting",
+                    link.name,
+                    crate::peer::LINK_STALL_BYTES >> 10,
+                    crate::peer::LINK_STALL.as_millis()
+                );
+                self.link_failed(i, &why);
             }
         }
         if self.accept_retry_at.is_some_and(|t| t <= now) {
@@ -508,6 +554,7 @@ impl Server {
         for i in 0..self.herd.links.len() {
             self.flush_link(i);
         }
+        self.release_held();
         let registry = self.poll.registry();
         for token in std::mem::take(&mut self.dirty) {
             let Some(client) = self.clients.get_mut(&token) else {
@@ -547,6 +594,34 @@ impl Server {
                 && client.replies.waiting() <= MAX_WAITING / 2
             {
                 client.paused = false;
+                self.more_to_read.push(token);
+            }
+        }
+    }
+
+    /// Flow control, after the links were written: the herd stays congested until every
+    /// live link is down to [`LINK_LOW`](crate::peer::LINK_LOW) (or becomes congested when
+    /// one is over [`LINK_HIGH`](crate::peer::LINK_HIGH)); once it is not, the clients held
+    /// back are read again (next turn, through `more_to_read`).
+    fn release_held(&mut self) {
+        let links = &self.herd.links;
+        self.herd.congested = if self.herd.congested {
+            !links.iter().all(PeerLink::drained)
+        } else {
+            links.iter().any(PeerLink::congested)
+        };
+        self.held.append(&mut self.held_served);
+        if self.herd.congested || self.held.is_empty() {
+            return;
+        }
+        trace!(
+            self.trace,
+            "links drained: {} held clients read again",
+            self.held.len()
+        );
+        for token in std::mem::take(&mut self.held) {
+            if let Some(client) = self.clients.get_mut(&token) {
+                client.held = false;
                 self.more_to_read.push(token);
             }
         }
@@ -595,6 +670,8 @@ impl Server {
             // A flood is one short line that must leave now, not wait for Nagle's
             // algorithm to batch it with the next one.
             stream.set_nodelay(true)?;
+            // Flow control: a queue the kernel holds is a queue we cannot see or bound.
+            limit_kernel_buffers(&stream);
             Transport::register(stream, token, self.poll.registry(), true)
         });
         match result {
@@ -672,6 +749,8 @@ impl Server {
         if !matches!(link.state, LinkState::Up(_)) {
             return;
         }
+        let now = Instant::now();
+        let mut wrote_total = 0;
         loop {
             link.refill();
             let LinkState::Up(t) = &mut link.state else {
@@ -680,21 +759,21 @@ impl Server {
             if t.backlog() == 0 {
                 break;
             }
-            let result = t.flush(registry);
-            if let Ok(n) = result {
-                trace!(
-                    self.trace,
-                    "link to {}: wrote {n} bytes, {} left",
-                    link.name,
-                    t.backlog()
-                );
-            }
-            match result {
-                Ok(_) if t.backlog() == 0 && link.syncing() => continue,
-                Ok(_) => break,
+            let (wrote, left) = match t.flush(registry) {
+                Ok(n) => (n, t.backlog()),
                 Err(e) => return self.link_failed(i, &format!("write error: {e}")),
+            };
+            trace!(
+                self.trace,
+                "link to {}: wrote {wrote} bytes, {left} left", link.name
+            );
+            wrote_total += wrote;
+            if left > 0 || !link.syncing() {
+                break;
             }
         }
+        // For flow control's stall check: is the neighbour taking what we queue?
+        link.note_progress(now, wrote_total);
         if let Some(mut t) = link.finish_update() {
             t.deregister(registry);
             log::info!("link to {}: update written, connection closed", link.name);
@@ -722,4 +801,28 @@ fn out_of_descriptors(err: &io::Error) -> bool {
         err.raw_os_error(),
         Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
     )
+}
+
+/// Kernel buffer (each way) of a socket that carries floods. The kernel's defaults grow to
+/// megabytes: a flood line behind them waits hundreds of milliseconds. Small buffers keep
+/// the queue in our [`PeerLink`], where flow control sees it (about 700 lines here).
+const LINK_KERNEL_BUFFER: libc::c_int = 32 << 10;
+
+/// Shrinks a link socket's send and receive buffers to [`LINK_KERNEL_BUFFER`]. Best effort:
+/// a refusal leaves the kernel's sizes, which costs latency, not correctness.
+fn limit_kernel_buffers(stream: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    for option in [libc::SO_SNDBUF, libc::SO_RCVBUF] {
+        let size = LINK_KERNEL_BUFFER;
+        // SAFETY: a valid socket descriptor and a c_int option value of the right length.
+        let _ = unsafe {
+            libc::setsockopt(
+                stream.as_raw_fd(),
+                libc::SOL_SOCKET,
+                option,
+                (&raw const size).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+    }
 }

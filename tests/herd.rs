@@ -82,6 +82,50 @@ fn flood_reaches_every_server_without_echo() {
     assert_eq!(floods, 5);
 }
 
+/// AT lines received over links, in every server's log.
+fn link_lines(herd: &Herd) -> usize {
+    ["Alford", "Bolden", "Hamilton", "Parker", "Powell"]
+        .iter()
+        .map(|n| herd.log(n).lines().filter(|l| l.contains(" < AT ")).count())
+        .sum()
+}
+
+#[test]
+fn no_echoes_six_link_lines_per_iamat() {
+    let herd = Herd::default_herd("echoes", &[]);
+    let all = ["Alford", "Bolden", "Hamilton", "Parker", "Powell"];
+    let knows_everywhere = |client: &str| {
+        eventually(&format!("every server knows {client}"), || {
+            all.iter().all(|n| {
+                !herd
+                    .ask(n, &format!("WHATSAT {client} 1 1\n"))
+                    .starts_with("? ")
+            })
+        })
+    };
+    // The first line on each link goes out twice (the second copy with `via=`: the probe
+    // by which proxy-herd servers learn that their neighbour reads the field).
+    herd.ask(
+        "Hamilton",
+        "IAMAT warmup +34.068930-118.445127 1621464827.5\n",
+    );
+    knows_everywhere("warmup");
+    std::thread::sleep(Duration::from_millis(300));
+    let before = link_lines(&herd);
+    for (i, client) in ["kiwi", "apple", "pear"].iter().enumerate() {
+        herd.ask(
+            ["Hamilton", "Alford", "Powell"][i],
+            &format!("IAMAT {client} +34.068930-118.445127 1621464828.5\n"),
+        );
+        knows_everywhere(client);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    // Each server forwards to all neighbours but the sender: 2E - (N - 1) = 10 - 4 = 6.
+    assert_eq!(link_lines(&herd) - before, 3 * 6, "link lines for 3 IAMATs");
+    let forwarded = herd.log("Powell");
+    assert!(forwarded.contains(" via="), "no via= field reached Powell");
+}
+
 #[test]
 fn grading_script_style_half_close_without_newline() {
     let herd = Herd::default_herd("halfclose", &[]);

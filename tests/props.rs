@@ -391,7 +391,7 @@ proptest! {
             sent.extend_from_slice(e.as_bytes());
         }
         match parse(&sent) {
-            Some(Command::At { report: back, server: name, line }) => {
+            Some(Command::At { report: back, server: name, line, .. }) => {
                 prop_assert_eq!(name, server.as_bytes());
                 prop_assert_eq!(&line, &at);
                 prop_assert_eq!(back.client, &client[..]);
