@@ -82,6 +82,9 @@ pub struct Herd {
     pool: Pool,
     /// `--trace`: say what each line was parsed as, and what was queued where.
     trace: bool,
+    /// What [`Herd::learn`] did with the last line ("flood to Parker, Powell"), for its log
+    /// record; one buffer, reused.
+    fate: String,
 }
 
 impl Herd {
@@ -105,6 +108,7 @@ impl Herd {
             provider,
             pool,
             trace,
+            fate: String::new(),
         }
     }
 
@@ -121,8 +125,12 @@ impl Herd {
         if protocol::is_blank(line) {
             return false;
         }
-        log::info!("conn {} < {}", token.0, Shown(line));
         let command = protocol::parse(line);
+        // An AT line's record is written once it is handled, with what became of it (one
+        // record per line: the log is most of a busy server's work).
+        if !matches!(command, Some(Command::At { .. })) {
+            log::info!("conn {} < {}", token.0, Shown(line));
+        }
         trace!(
             self.trace,
             "conn {}: parsed as {}",
@@ -151,6 +159,7 @@ impl Herd {
                     self.links[i].speaks_via = true;
                 }
                 self.learn(&report, &at, from);
+                log::info!("conn {} < {}{}", token.0, Shown(line), Fate(&self.fate));
                 return true;
             }
             Some(Command::WhatsAt {
@@ -189,7 +198,7 @@ impl Herd {
         let mut at = protocol::format_at(&self.name, skew, report);
         self.learn(report, &at, None);
         if origin == Origin::Accepted {
-            log::info!("conn {} > {}", token.0, Shown(&at));
+            log::info!("conn {} > {}{}", token.0, Shown(&at), Fate(&self.fate));
             at.push(b'\n');
             replies.push(out, &at);
         }
@@ -197,27 +206,30 @@ impl Herd {
 
     /// Stores an AT line if it is newer than what is known, and floods it to every
     /// neighbour except `from`, the one it came from. An AT that is not newer stops here:
-    /// that is what ends a flood on a cycle.
+    /// that is what ends a flood on a cycle. What became of the line is left in `self.fate`
+    /// for the caller's log record.
     fn learn(&mut self, report: &Report<'_>, at: &[u8], from: Option<usize>) {
+        self.fate.clear();
         let Some(line) = self.store.update(report, at) else {
-            log::debug!("not newer: {}", Shown(at));
+            self.fate
+                .push_str("not newer: stored nothing, flooded nothing");
             trace!(
                 self.trace,
                 "not newer than what we know: stored nothing, flooded nothing"
             );
             return;
         };
-        // One log record per flood, naming every neighbour and what became of the line.
         let logging = log::log_enabled!(log::Level::Info);
-        let mut fate = String::new();
         for (i, link) in self.links.iter_mut().enumerate() {
             if Some(i) == from {
                 continue;
             }
+            let before = link.queued();
             let sent = link.send(&line);
             self.congested |= link.congested();
             if logging {
-                fate.push_str(if fate.is_empty() { "" } else { ", " });
+                let fate = &mut self.fate;
+                fate.push_str(if fate.is_empty() { "flood to " } else { ", " });
                 fate.push_str(&link.name);
                 fate.push_str(match sent {
                     Sent::Queued => "",
@@ -230,7 +242,7 @@ impl Herd {
                 trace!(
                     self.trace,
                     "queued {} bytes for {}",
-                    line.len() + 1,
+                    link.queued() - before,
                     link.name
                 );
             }
@@ -239,9 +251,6 @@ impl Herd {
                 Sent::Overflow if !self.overflowed.contains(&i) => self.overflowed.push(i),
                 _ => {}
             }
-        }
-        if !fate.is_empty() {
-            log::info!("flood to {fate}: {}", Shown(&line));
         }
     }
 
@@ -448,4 +457,17 @@ fn log_whatsat_reply(waiter: &Waiter, status: &str, reply: &[u8]) {
         waiter.token.0,
         Shown(&reply[waiter.at_line.len() + 1..])
     );
+}
+
+/// The end of a handled line's log record: ` => flood to Parker, Powell`, or nothing.
+struct Fate<'a>(&'a str);
+
+impl std::fmt::Display for Fate<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.is_empty() {
+            return Ok(());
+        }
+        f.write_str(" => ")?;
+        f.write_str(self.0)
+    }
 }

@@ -7,10 +7,16 @@
 //!   wants (here one) and hands each record to each of them;
 //! - [`HerdLog`] (below, a simplelog `SharedLogger`) is the one it holds: it formats a record
 //!   straight into an in-memory buffer, behind a fixed-width UTC timestamp whose
-//!   date-and-second part is formatted once per second and then copied (nginx keeps its log
-//!   time the same way). simplelog's own `WriteLogger` reads the clock through the `time`
-//!   crate and formats a full RFC 3339 date for every record, and dropped trailing zeros
-//!   of the fraction, so the logs of five servers could not be merged by sorting them.
+//!   date-and-second part is formatted once per second and then copied. simplelog's own
+//!   `WriteLogger` reads the clock through the `time` crate and formats a full RFC 3339 date
+//!   for every record, and dropped trailing zeros of the fraction, so the logs of five
+//!   servers could not be merged by sorting them.
+//!
+//! The loop thread reads the clock once per turn, when `poll` returns ([`turn_started`]), and
+//! its records carry that time, the way nginx stamps its log records with a time cached per
+//! loop iteration: a clock read per record cost as much as the rest of the record. A turn
+//! is short (micro- to milliseconds), and a record's place in its file keeps the order
+//! within the turn. Other threads (the places workers) read the clock for each record.
 //!
 //! A record looks like this (nine fraction digits always, then the server's name):
 //!
@@ -29,7 +35,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::Path;
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use log::{LevelFilter, Log, Metadata, Record};
 use simplelog::{CombinedLogger, Config, SharedLogger};
@@ -54,6 +60,24 @@ pub fn init(dir: &Path, name: &str, level: LevelFilter) -> Result<(), String> {
         .map_err(|e| format!("{}: cannot open log file: {e}", path.display()))?;
     CombinedLogger::init(vec![Box::new(HerdLog::new(level, name, file))])
         .map_err(|e| format!("cannot start logging: {e}"))
+}
+
+thread_local! {
+    /// The time the current loop turn began, on the loop thread only (see [`turn_started`]).
+    static TURN_CLOCK: std::cell::Cell<Option<Duration>> = const { std::cell::Cell::new(None) };
+}
+
+/// Called by the loop when `poll` returns: this thread's records until the next call carry
+/// this time.
+pub fn turn_started() {
+    TURN_CLOCK.set(Some(wall_clock()));
+}
+
+/// The real-time clock, as time since the Unix epoch.
+fn wall_clock() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
 }
 
 /// Writes buffered log records to the file: one syscall per loop turn at most.
@@ -90,6 +114,8 @@ struct Sink {
     buf: Vec<u8>,
     /// `" NAME ["`: what follows the timestamp in every record.
     name: Vec<u8>,
+    /// The time of the last record written.
+    last: Duration,
     /// The second `stamp` was formatted for.
     second: u64,
     /// `YYYY-MM-DDTHH:MM:SS.` for `second`.
@@ -105,6 +131,7 @@ impl HerdLog {
                 file,
                 buf: Vec::with_capacity(BUFFER + 4096),
                 name: format!(" {name} [").into_bytes(),
+                last: Duration::ZERO,
                 second: u64::MAX,
                 stamp: [0; 20],
             }),
@@ -122,12 +149,15 @@ impl Log for HerdLog {
         if !self.enabled(record.metadata()) {
             return;
         }
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
+        let now = TURN_CLOCK.get().unwrap_or_else(wall_clock);
         // A poisoned lock means another thread panicked mid-record: its half record is
         // harmless, and the log must go on.
         let mut sink = self.sink.lock().unwrap_or_else(|e| e.into_inner());
+        // Never earlier than the record before it (a worker's record, stamped with its own
+        // clock read, may come between a turn's records): the file stays in time order, so
+        // `sort -m` can merge the herd's files.
+        let now = now.max(sink.last);
+        sink.last = now;
         sink.record(now.as_secs(), now.subsec_nanos(), record);
     }
 

@@ -204,6 +204,14 @@ impl PeerLink {
         }
     }
 
+    /// Bytes waiting for this neighbour: on the socket, or held for the next connection.
+    pub fn queued(&self) -> usize {
+        match &self.state {
+            LinkState::Connecting(t) | LinkState::Up(t) => t.backlog(),
+            LinkState::Down { .. } => self.held.len(),
+        }
+    }
+
     /// True when this link is up and its queue is over [`LINK_HIGH`].
     pub fn congested(&self) -> bool {
         matches!(&self.state, LinkState::Up(t) if t.backlog() > LINK_HIGH)

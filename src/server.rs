@@ -192,7 +192,10 @@ impl Server {
         let timeout = self.next_timeout();
         let slept = Instant::now();
         self.turn += 1;
-        match self.poll.poll(&mut self.events, timeout) {
+        let result = self.poll.poll(&mut self.events, timeout);
+        // This turn's log records carry the time it began (one clock read per turn).
+        logging::turn_started();
+        match result {
             Ok(()) => {
                 trace!(
                     self.trace,

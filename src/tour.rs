@@ -49,7 +49,8 @@
 //! 5. **Reply and flood.** [`Herd::iamat`] computes the skew ([`Skew::between`], integer
 //!    nanoseconds) and the AT line ([`protocol::format_at`]). [`Herd::learn`] asks
 //!    [`Locations::update`] whether it is newer; if so it offers the line to every neighbour
-//!    with [`PeerLink::send`], which appends it to that link's output buffer. Only then does
+//!    with [`PeerLink::send`], which appends it to that link's output buffer (with a
+//!    `via=Alford` field for neighbours that read it: see *No echoes* below). Only then does
 //!    the reply go into the client's output through [`Replies::push`]. Nothing is written yet.
 //! 6. **Write.** At the end of the turn [`Server::flush_writes`] writes the links first
 //!    ([`Server::flush_link`]), then the clients, each with [`Transport::flush`]. So the flood
@@ -59,9 +60,11 @@
 //!    is true, the token goes on the close list, and [`Server::reap_closed`] deregisters and
 //!    drops the socket after the batch.
 //! 8. **The next server.** At a neighbour the AT line arrives on an accepted connection and
-//!    takes steps 2–6 without a reply. A server that already has it ([`Locations::update`]
-//!    says "not newer") stores nothing and floods nothing: that is what ends the flood on the
-//!    herd's cycle.
+//!    takes steps 2–6 without a reply, flooding to every neighbour *but the one named in
+//!    `via=`*. A server that already has it ([`Locations::update`] says "not newer") stores
+//!    nothing and floods nothing: that is what ends the flood on the herd's cycle. The log
+//!    record of each handled line says what became of it (`=> flood to Bolden, Hamilton`,
+//!    `=> not newer`).
 //!
 //! ## The life of one WHATSAT
 //!
@@ -120,6 +123,45 @@
 //! its unsent replies exceed 1 MiB (or it has 1,024 lookups waiting), and resumed when they
 //! drain: the server's memory stays bounded and nothing is lost.
 //!
+//! **No echoes.** A server floods a new line to all its neighbours but the one it came
+//! from; in the default herd an IAMAT costs 6 link lines, not 10. The AT line itself does
+//! not say who forwarded it, and on 127.0.0.1 every neighbour's connection comes from the
+//! same address, so proxy-herd servers append `via=NAME` ([`protocol::VIA`]). Some course
+//! servers count fields, so a link adds it only once the neighbour has sent us a `via=` line
+//! ([`PeerLink::speaks_via`]). Who starts? Each new persistent link sends its first line
+//! twice, plainly and then with `via=`: the copy is not newer, so every server drops it (or
+//! answers `? `, which we never read), and a proxy-herd neighbour learns from it that we read
+//! the field. Per-update links never carry it: one plain line per connection.
+//!
+//! ## Flow control: the herd takes updates only as fast as it spreads them
+//!
+//! One server can accept IAMATs faster than the herd can pass them on: each is one line to
+//! read at the edge but several line-handlings further in. Without flow control the links'
+//! queues grow (to megabytes, in our buffers and the kernel's) and every flood waits behind
+//! them: a location took up to a second to cross the herd under load. So:
+//!
+//! - **Where it pauses.** When a live link's queue passes [`LINK_HIGH`] (64 KiB, about 700
+//!   lines) [`Herd::learn`] marks the herd *congested*. Before [`Server::handle_input`]
+//!   handles a client's next line it looks: while congested, the client is *held* (not read,
+//!   its next line left in its buffer). After the links are written, [`Server::release_held`]
+//!   reads the held clients again once every link is back under [`LINK_LOW`], those that got
+//!   nothing last time first. TCP does the rest: a client we do not read fills its window and
+//!   its writes stop. Twisted's version of the same idea is a transport that calls
+//!   `pauseProducing()` on its producer past a high-water mark.
+//! - **Never on links.** A connection that has sent AT lines is a neighbour's, and its lines
+//!   are always handled; so is any connection whose next line is an AT (a link that just
+//!   connected). Pausing links would deadlock a herd with a cycle (the default herd has one):
+//!   every server waiting for the next to read. A server with no clients to hold (Parker)
+//!   can still queue faster than a neighbour reads; then only its queue bound protects it.
+//! - **The kernel's share.** Link sockets get small kernel buffers (32 KiB asked, each way),
+//!   so what waits stays in our queue, where flow control sees it, and not in megabytes of
+//!   socket buffer that a flood line would sit behind unseen.
+//! - **A neighbour that stops reading.** While a link's queue is over [`LINK_LOW`], the
+//!   server watches how much the socket takes; under [`LINK_STALL_BYTES`] in [`LINK_STALL`]
+//!   (1 s) and the link is dropped: the herd's clients were held for at most that second.
+//!   The next connection starts with a catch-up, so the neighbour loses nothing; Redis does
+//!   the same with a replica that cannot keep up (drop, then full resync).
+//!
 //! ## Twisted side by side
 //!
 //! | Twisted | here | what is different, and why |
@@ -130,6 +172,7 @@
 //! | `Factory` / `buildProtocol` | [`Server::add_client`] | no factory object: a new connection is a [`Client`] struct stored under a fresh token |
 //! | `Protocol` / `LineReceiver.lineReceived` | [`LineBuffer`] + [`Herd::handle_line`] | the line splitter is pure and capped like `LineOnlyReceiver.MAX_LENGTH`; the handler gets the connection's buffers, not a `self.transport` |
 //! | `transport.write` | [`Replies::push`], [`PeerLink::send`], [`Transport::queue`] | append only; the write happens in [`Server::flush_writes`] once per turn (like Redis's `beforeSleep`) |
+//! | `registerProducer` / `pauseProducing` / `resumeProducing` | `Client::held`, [`Server::release_held`] | the "producer" is every client at once, paused by the state of the links rather than of its own transport |
 //! | `transport.loseConnection` | `Client::input_closed` + [`Client::finished`] | "close after the output is written": stop reading, finish writing, then the reaper closes |
 //! | `Deferred` | a [`Replies`] slot + a waiter in `Herd::in_flight` | no callback chain: the result comes back as data ([`Done`]) and is matched by token and sequence number |
 //! | `deferToThread` / `callFromThread` | [`Pool::submit`] / channel + `Waker::wake` | the worker never touches server state; the loop drains the whole channel per wake |
@@ -137,50 +180,48 @@
 //!
 //! ## A real trace
 //!
-//! `proxy-herd --herd --trace`, then `IAMAT kiwi.cs.ucla.edu +34.068930-118.445127
-//! 1621464827.959498503` sent to Alford (half-closed, no final newline), then
-//! `WHATSAT kiwi.cs.ucla.edu 10 1` sent to Hamilton. Timestamps are cut off.
+//! `proxy-herd --herd --trace`, then an IAMAT for another client (so that every link has
+//! carried its first line, and its `via=` probe), then `IAMAT kiwi.cs.ucla.edu
+//! +34.068930-118.445127 1621464827.959498503` sent to Alford (half-closed, no final
+//! newline), then `WHATSAT kiwi.cs.ucla.edu 10 1` sent to Hamilton. Timestamps are cut off;
+//! every record of one turn carries the time that turn began.
 //!
-//! Alford: accept, read, parse, flood queued to both neighbours *before* the reply, then the
-//! writes, links first; then the two copies of its own flood coming back round the cycle,
-//! dropped as not newer.
+//! Alford: accept, read, parse, flood queued to both neighbours *before* the reply (102
+//! bytes: the line and ` via=Alford`), then the writes, links first. Nothing comes back:
+//! Parker and Powell do not send the line back where it came from.
 //!
 //! ```text
 //! # Alford.log
-//! trace: turn 5: poll(timeout 599962 ms) slept 965361 us, 1 events
+//! trace: turn 10: poll(timeout 598623 ms) slept 1003682 us, 1 events
 //! trace: event listener: readable
-//! conn 7 connected from 127.0.0.1:52768
-//! trace: turn 6: poll(timeout 598996 ms) slept 34 us, 1 events
-//! trace: event conn 7: readable
-//! trace: conn 7: read 65 bytes
-//! trace: conn 7: read would block
-//! trace: turn 7: poll(timeout 598996 ms) slept 19 us, 1 events
-//! trace: event conn 7: readable read-closed
-//! trace: conn 7: read end of input
-//! conn 7 < IAMAT kiwi.cs.ucla.edu +34.068930-118.445127 1621464827.959498503
-//! trace: conn 7: parsed as IAMAT
-//! trace: queued 91 bytes for Parker
-//! trace: queued 91 bytes for Powell
-//! flood to Parker, Powell: AT Alford +173850491.593622804 kiwi.cs.ucla.edu +34.068930-118.445127 1621464827.959498503
-//! conn 7 > AT Alford +173850491.593622804 kiwi.cs.ucla.edu +34.068930-118.445127 1621464827.959498503
-//! trace: link to Parker: wrote 91 bytes, 0 left
-//! trace: link to Powell: wrote 91 bytes, 0 left
-//! trace: conn 7: wrote 91 bytes, 0 left
-//! trace: conn 7: deregistered and closed
-//! conn 7 from 127.0.0.1:52768 closed: done
-//! trace: turn 8: poll(timeout 598996 ms) slept 3709 us, 1 events
-//! trace: event conn 5: readable
-//! trace: conn 5: read 91 bytes
-//! conn 5 < AT Alford +173850491.593622804 kiwi.cs.ucla.edu +34.068930-118.445127 1621464827.959498503
-//! trace: conn 5: parsed as AT
-//! trace: not newer than what we know: stored nothing, flooded nothing
-//! trace: conn 5: read would block
-//! trace: turn 9: poll(timeout 598993 ms) slept 105 us, 1 events
-//! trace: event conn 6: readable
-//! trace: conn 6: read 91 bytes
-//! conn 6 < AT Alford +173850491.593622804 kiwi.cs.ucla.edu +34.068930-118.445127 1621464827.959498503
-//! trace: conn 6: parsed as AT
-//! trace: not newer than what we know: stored nothing, flooded nothing
+//! conn 8 connected from 127.0.0.1:40426
+//! trace: turn 11: poll(timeout 597619 ms) slept 35 us, 1 events
+//! trace: event conn 8: readable
+//! trace: conn 8: read 65 bytes
+//! trace: conn 8: read would block
+//! trace: turn 12: poll(timeout 597619 ms) slept 15 us, 1 events
+//! trace: event conn 8: readable read-closed
+//! trace: conn 8: read end of input
+//! conn 8 < IAMAT kiwi.cs.ucla.edu +34.068930-118.445127 1621464827.959498503
+//! trace: conn 8: parsed as IAMAT
+//! trace: queued 102 bytes for Parker
+//! trace: queued 102 bytes for Powell
+//! conn 8 > AT Alford +174719903.909206937 kiwi.cs.ucla.edu +34.068930-118.445127 1621464827.959498503 => flood to Parker, Powell
+//! trace: link to Parker: wrote 102 bytes, 0 left
+//! trace: link to Powell: wrote 102 bytes, 0 left
+//! trace: conn 8: wrote 91 bytes, 0 left
+//! trace: conn 8: deregistered and closed
+//! conn 8 from 127.0.0.1:40426 closed: done
+//! ```
+//!
+//! Parker: the line arrives from Alford, named by `via=`, and goes on to Bolden and Hamilton
+//! only. (Bolden gets it from Parker and from Powell; whichever comes second is dropped
+//! there as not newer, and the copy Bolden forwards is dropped by the other: the end of the
+//! flood on the cycle.)
+//!
+//! ```text
+//! # Parker.log
+//! conn 4 < AT Alford +174719903.909206937 kiwi.cs.ucla.edu +34.068930-118.445127 1621464827.959498503 via=Alford => flood to Bolden, Hamilton
 //! ```
 //!
 //! Hamilton: the WHATSAT goes to the workers; the Waker brings the result back in a later
@@ -220,6 +261,13 @@
 //! [`Server::client_readable`]: crate::server::Server::client_readable
 //! [`Server::handle_input`]: crate::server::Server::handle_input
 //! [`Server::flush_writes`]: crate::server::Server::flush_writes
+//! [`Server::release_held`]: crate::server::Server::release_held
+//! [`LINK_HIGH`]: crate::peer::LINK_HIGH
+//! [`LINK_LOW`]: crate::peer::LINK_LOW
+//! [`LINK_STALL`]: crate::peer::LINK_STALL
+//! [`LINK_STALL_BYTES`]: crate::peer::LINK_STALL_BYTES
+//! [`PeerLink::speaks_via`]: crate::peer::PeerLink::speaks_via
+//! [`protocol::VIA`]: crate::protocol::VIA
 //! [`Server::flush_link`]: crate::server::Server::flush_link
 //! [`Server::reap_closed`]: crate::server::Server::reap_closed
 //! [`Server::drain_lookups`]: crate::server::Server::drain_lookups

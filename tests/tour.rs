@@ -57,12 +57,29 @@ fn step(line: &str) -> Option<String> {
 #[test]
 fn the_tour_trace_matches_what_the_binary_does() {
     let herd = Herd::default_herd("tour", &["--trace"]);
+    let all = ["Alford", "Bolden", "Hamilton", "Parker", "Powell"];
+    // A first flood, so every link has carried its first line and its via= probe.
+    herd.ask(
+        "Alford",
+        "IAMAT warmup.cs.ucla.edu +34.068930-118.445127 1621464800.5",
+    );
+    eventually("the warm-up flood is everywhere", || {
+        all.iter()
+            .all(|n| herd.log(n).contains("warmup.cs.ucla.edu"))
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
     herd.ask(
         "Alford",
         "IAMAT kiwi.cs.ucla.edu +34.068930-118.445127 1621464827.959498503",
     );
-    eventually("the flood is back at Alford twice", || {
-        herd.log("Alford").matches("not newer").count() >= 2
+    eventually("the flood ends on the cycle, twice as not newer", || {
+        let dropped = |n: &&str| {
+            let log = herd.log(n);
+            log.lines()
+                .filter(|l| l.contains("kiwi") && l.contains("not newer"))
+                .count()
+        };
+        all.iter().map(dropped).sum::<usize>() >= 2
     });
     eventually("Hamilton has it", || {
         herd.log("Hamilton").contains("< AT Alford")
@@ -71,12 +88,12 @@ fn the_tour_trace_matches_what_the_binary_does() {
     let blocks = quoted_traces();
     assert_eq!(
         blocks.len(),
-        2,
-        "the tour quotes Alford's and Hamilton's traces"
+        3,
+        "the tour quotes Alford's, Parker's and Hamilton's traces"
     );
     for (name, quoted) in blocks {
         let wanted: Vec<String> = quoted.iter().filter_map(|l| step(l)).collect();
-        assert!(wanted.len() >= 8, "{name}: the tour quotes real steps");
+        assert!(!wanted.is_empty(), "{name}: the tour quotes real steps");
         // The log is flushed at the end of each loop turn, so the last lines may land a
         // moment after the reply: look until every step is there, or time runs out.
         let mut missing = String::new();
@@ -93,6 +110,15 @@ fn the_tour_trace_matches_what_the_binary_does() {
         }
         // And the loop-level lines the tour explains are there too.
         let log = herd.log(&name);
+        if name == "Parker" {
+            // Quoted for its flood record only; nothing comes back to Alford.
+            assert!(
+                !(herd.log("Alford").lines())
+                    .any(|l| l.contains("< AT Alford") && l.contains("kiwi")),
+                "a line came back to Alford"
+            );
+            continue;
+        }
         for kind in [
             "trace: turn ",
             "trace: event listener: readable",
