@@ -283,7 +283,7 @@ impl Drop for Herd {
     }
 }
 
-/// Sends SIGTERM through the `kill` command (the tests use no libc of their own).
+/// Sends SIGTERM through the `kill` command.
 pub fn unsafe_sigterm(pid: u32) {
     let _ = Command::new("kill")
         .arg("-TERM")
