@@ -17,6 +17,7 @@
 //! | [`transport`] | a nonblocking socket with its output buffer (Twisted's `FileDescriptor`) |
 //! | [`client`] | one accepted connection: input lines, replies kept in request order |
 //! | [`peer`] | a link to one neighbour: connect, queue, catch-up, backoff |
+//! | [`liveness`] | TCP keepalive and `TCP_USER_TIMEOUT` on links: noticing a dead neighbour |
 //! | [`herd`] | what a line does: IAMAT, AT, WHATSAT, flooding, lookups in flight |
 //! | [`protocol`] | parsing and formatting the wire format, pure functions |
 //! | [`lines`] | splitting a byte stream into capped lines, pure |
@@ -43,6 +44,7 @@ pub mod herd;
 pub mod json;
 pub mod launcher;
 pub mod lines;
+pub mod liveness;
 pub mod logging;
 pub mod peer;
 pub mod places;

@@ -24,6 +24,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use crate::client::Client;
 use crate::herd::{Herd, Origin};
 use crate::lines::Next;
+use crate::liveness;
 use crate::logging::{self, trace};
 use crate::peer::{LinkMode, LinkState, PeerLink};
 use crate::places::Provider;
@@ -438,12 +439,15 @@ impl Server {
                 &mut client.replies,
                 client.io.out_mut(),
             );
-            // A connection that sends AT lines is a neighbour's link (see the idle timeout).
+            // A connection that sends AT lines is a neighbour's link (see the idle timeout);
+            // it is watched like our own links, so a dead neighbour's one is closed (if the
+            // options cannot be set, it is merely left unwatched).
             if flood && !client.carries_floods {
                 client.carries_floods = true;
                 // Flow control: what waits for us on this link should wait in the
                 // neighbour's queue, where it holds its clients back, not in our kernel.
                 limit_kernel_buffers(&client.io.stream);
+                let _ = liveness::watch(&client.io.stream);
             }
         }
         self.dirty.push(token);
@@ -675,6 +679,8 @@ impl Server {
             stream.set_nodelay(true)?;
             // Flow control: a queue the kernel holds is a queue we cannot see or bound.
             limit_kernel_buffers(&stream);
+            // The kernel checks on the neighbour while the link is quiet (see `liveness`).
+            liveness::watch(&stream)?;
             Transport::register(stream, token, self.poll.registry(), true)
         });
         match result {

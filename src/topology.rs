@@ -105,13 +105,18 @@ impl Topology {
     }
 }
 
-/// Parses `host:port`: an IP address, or a host name resolved once at start-up.
+/// Parses `host:port`: an IPv4 address, an IPv6 address in brackets (`[::1]:12000`), or a
+/// host name resolved once at start-up.
 fn parse_addr(text: &str) -> Result<SocketAddr, String> {
     if let Ok(addr) = text.parse::<SocketAddr>() {
         return Ok(addr);
     }
     let bad = || format!("bad address {text} (want host:port, like 127.0.0.1:12000)");
     match text.rsplit_once(':') {
+        // `::1:12000` would resolve, but `fd31::1:12000` cannot say where the port starts.
+        Some((host, _)) if host.contains(':') && !host.starts_with('[') => Err(format!(
+            "bad address {text} (an IPv6 address goes in brackets, like [::1]:12000)"
+        )),
         Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => text
             .to_socket_addrs()
             .map_err(|_| bad())?
@@ -186,6 +191,56 @@ Powell    127.0.0.1:12004
                 "t:2: B has the same address as A",
             ),
             ("# nothing\n\n", "t: no servers in the topology"),
+        ];
+        for (text, want) in cases {
+            assert_eq!(
+                Topology::parse(text, "t"),
+                Err(want.to_string()),
+                "{text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn ipv6_addresses_in_brackets() {
+        let text = "A [::1]:12000 B\nB [fd31:131::5]:12004\nC 10.131.0.3:12002 A\n";
+        let t = Topology::parse(text, "t").unwrap();
+        assert_eq!(t.servers[0].addr, "[::1]:12000".parse().unwrap());
+        assert!(t.servers[0].addr.is_ipv6() && t.servers[0].addr.ip().is_loopback());
+        assert_eq!(
+            t.servers[1].addr,
+            SocketAddr::new("fd31:131::5".parse().unwrap(), 12004)
+        );
+        assert_eq!(t.servers[0].neighbours, vec![1, 2]);
+        // Printed back the way a topology file writes it.
+        assert_eq!(t.servers[1].addr.to_string(), "[fd31:131::5]:12004");
+        let cases = [
+            (
+                "A ::1:12000\n",
+                "t:1: bad address ::1:12000 (an IPv6 address goes in brackets, like [::1]:12000)",
+            ),
+            (
+                "A fd31:131::5:12004\n",
+                "t:1: bad address fd31:131::5:12004 (an IPv6 address goes in brackets, like \
+                 [::1]:12000)",
+            ),
+            (
+                "A [::1]\n",
+                "t:1: bad address [::1] (want host:port, like 127.0.0.1:12000)",
+            ),
+            (
+                "A [::1]:70000\n",
+                "t:1: bad address [::1]:70000 (want host:port, like 127.0.0.1:12000)",
+            ),
+            (
+                "A [fd31::zz]:1\n",
+                "t:1: bad address [fd31::zz]:1 (want host:port, like 127.0.0.1:12000)",
+            ),
+            // One address written two ways is still one address.
+            (
+                "A [::1]:1\nB [0:0:0:0:0:0:0:1]:1\n",
+                "t:2: B has the same address as A",
+            ),
         ];
         for (text, want) in cases {
             assert_eq!(

@@ -133,6 +133,23 @@
 //! answers `? `, which we never read), and a proxy-herd neighbour learns from it that we read
 //! the field. Per-update links never carry it: one plain line per connection.
 //!
+//! **A dead neighbour is noticed by the kernel.** A host that reboots or drops off the
+//! network sends no FIN: its neighbours' links to it stay "up", and while the herd is quiet
+//! nothing is written that could fail, so a rebooted neighbour was never caught up. Every link
+//! socket gets TCP keepalive with short timers and `TCP_USER_TIMEOUT` ([`liveness::watch`]):
+//! after 1 s of quiet the kernel probes; a rebooted host answers with a reset, and a vanished
+//! one leaves probes or data unacknowledged for 3 s; either way the socket reports an error
+//! and the link reconnects with its catch-up, like any failure. Chosen over the others:
+//! an *application-level probe* (an empty line now and then) changes the wire protocol and
+//! is answered `? ` by some course servers, and still needs a timeout for the host that
+//! answers nothing; *treating a neighbour's new inbound connection as the sign* needs to know
+//! which neighbour connected, which the source address does not tell (on one machine every
+//! server is 127.0.0.1) and a rebooted server with nothing to send never says, and it misses
+//! a neighbour that is simply gone. Keepalive needs no timer in the loop and no protocol
+//! change, and its probes are answered by the neighbour's kernel, so a busy neighbour is not
+//! taken for a dead one. The cost is a 66-byte probe and its answer per quiet connection per
+//! second.
+//!
 //! ## Flow control: the herd takes updates only as fast as it spreads them
 //!
 //! One server can accept IAMATs faster than the herd can pass them on: each is one line to
@@ -293,6 +310,7 @@
 //! [`Skew::between`]: crate::protocol::Skew::between
 //! [`Locations::update`]: crate::store::Locations::update
 //! [`PeerLink`]: crate::peer::PeerLink
+//! [`liveness::watch`]: crate::liveness::watch
 //! [`PeerLink::send`]: crate::peer::PeerLink::send
 //! [`Transport::flush`]: crate::transport::Transport::flush
 //! [`Transport::queue`]: crate::transport::Transport::queue

@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 pub mod http_stub;
+pub mod netns;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -74,22 +75,36 @@ pub struct Herd {
     pub addrs: HashMap<String, SocketAddr>,
     /// Extra command-line arguments given to every server.
     pub args: Vec<String>,
+    /// The network namespace each server runs in, where it has one (tests/hosts.rs); the
+    /// others run in the test's own.
+    pub netns: HashMap<String, String>,
     children: HashMap<String, Child>,
 }
 
 impl Herd {
     /// Writes a topology for `servers` on free ports, without starting anything.
     pub fn plan(tag: &str, servers: &[(&str, &[&str])], args: &[&str]) -> Herd {
+        let addrs: Vec<SocketAddr> = free_ports(servers.len())
+            .into_iter()
+            .map(|port| SocketAddr::from(([127, 0, 0, 1], port)))
+            .collect();
+        Herd::plan_at(tag, servers, &addrs, args)
+    }
+
+    /// Writes a topology for `servers` at the given addresses (one each, in order), without
+    /// starting anything.
+    pub fn plan_at(
+        tag: &str,
+        servers: &[(&str, &[&str])],
+        at: &[SocketAddr],
+        args: &[&str],
+    ) -> Herd {
         let dir = scratch_dir(tag);
-        let ports = free_ports(servers.len());
         let mut text = String::from("# written by the test\n");
         let mut addrs = HashMap::new();
-        for ((name, neighbours), port) in servers.iter().zip(ports) {
-            text.push_str(&format!(
-                "{name} 127.0.0.1:{port} {}\n",
-                neighbours.join(" ")
-            ));
-            addrs.insert(name.to_string(), SocketAddr::from(([127, 0, 0, 1], port)));
+        for ((name, neighbours), addr) in servers.iter().zip(at) {
+            text.push_str(&format!("{name} {addr} {}\n", neighbours.join(" ")));
+            addrs.insert(name.to_string(), *addr);
         }
         let topology = dir.join("topology.txt");
         std::fs::write(&topology, text).unwrap();
@@ -98,6 +113,7 @@ impl Herd {
             topology,
             addrs,
             args: args.iter().map(|s| s.to_string()).collect(),
+            netns: HashMap::new(),
             children: HashMap::new(),
         }
     }
@@ -148,9 +164,17 @@ impl Herd {
         args
     }
 
-    /// The command that runs server `name` of this herd.
+    /// The command that runs server `name` of this herd (`ip netns exec NS proxy-herd ...`
+    /// for a server in a namespace: `ip` enters it and then execs the server, same pid).
     pub fn command(&self, name: &str) -> Command {
-        let mut cmd = Command::new(BIN);
+        let mut cmd = match self.netns.get(name) {
+            Some(ns) => {
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", ns, BIN]);
+                cmd
+            }
+            None => Command::new(BIN),
+        };
         cmd.args(self.server_args(name))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -164,8 +188,17 @@ impl Herd {
         self.children.insert(name.to_string(), child);
         let addr = self.addr(name);
         eventually(&format!("{name} accepting on {addr}"), || {
-            TcpStream::connect(addr).is_ok()
+            self.inside(name, || TcpStream::connect(addr).is_ok())
         });
+    }
+
+    /// Runs `f` where server `name` can be reached: in its network namespace if it has one
+    /// (on a thread that enters it), else right here.
+    pub fn inside<T: Send>(&self, name: &str, f: impl FnOnce() -> T + Send) -> T {
+        match self.netns.get(name) {
+            Some(ns) => netns::inside(ns, f),
+            None => f(),
+        }
     }
 
     /// Starts (or restarts) server `name` through `sh -c '<prelude>; exec proxy-herd ...'`, so
@@ -235,7 +268,8 @@ impl Herd {
 
     /// One command per connection, the grading scripts' way (see [`one_shot`]).
     pub fn ask(&self, name: &str, request: &str) -> String {
-        String::from_utf8_lossy(&one_shot(self.addr(name), request.as_bytes())).into_owned()
+        let reply = self.inside(name, || one_shot(self.addr(name), request.as_bytes()));
+        String::from_utf8_lossy(&reply).into_owned()
     }
 }
 
@@ -249,7 +283,7 @@ impl Drop for Herd {
     }
 }
 
-/// Sends SIGTERM through the `kill` command (the tests use no libc of their own).
+/// Sends SIGTERM through the `kill` command.
 pub fn unsafe_sigterm(pid: u32) {
     let _ = Command::new("kill")
         .arg("-TERM")
