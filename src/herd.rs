@@ -211,8 +211,7 @@ impl Herd {
     fn learn(&mut self, report: &Report<'_>, at: &[u8], from: Option<usize>) {
         self.fate.clear();
         let Some(line) = self.store.update(report, at) else {
-            self.fate
-                .push_str("not newer: stored nothing, flooded nothing");
+            self.fate.push_str("not newer");
             trace!(
                 self.trace,
                 "not newer than what we know: stored nothing, flooded nothing"
