@@ -39,7 +39,9 @@ pub fn fill_in_now(line: &str, time: &str) -> String {
     let mut rest = line;
     while !rest.is_empty() {
         // Copy the whitespace, then handle one word.
-        let word_start = rest.find(|c: char| !c.is_whitespace()).unwrap_or(rest.len());
+        let word_start = rest
+            .find(|c: char| !c.is_whitespace())
+            .unwrap_or(rest.len());
         out.push_str(&rest[..word_start]);
         rest = &rest[word_start..];
         let word_end = rest.find(char::is_whitespace).unwrap_or(rest.len());
@@ -153,7 +155,10 @@ mod tests {
             format!("IAMAT kiwi +34-118 {t}")
         );
         assert_eq!(fill_in_now("  now\tnow ", t), format!("  {t}\t{t} "));
-        assert_eq!(fill_in_now("IAMAT nowhere +1+1 known", t), "IAMAT nowhere +1+1 known");
+        assert_eq!(
+            fill_in_now("IAMAT nowhere +1+1 known", t),
+            "IAMAT nowhere +1+1 known"
+        );
         assert_eq!(fill_in_now("", t), "");
     }
 

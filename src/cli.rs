@@ -379,6 +379,24 @@ mod tests {
     }
 
     #[test]
+    fn ask_version_and_dataset_files() {
+        match parse(&args("--ask 127.0.0.1:12000 hello there")) {
+            Ok(Parsed::Ask(ask)) => {
+                assert_eq!(ask.addr, "127.0.0.1:12000");
+                assert_eq!(ask.lines, ["hello", "there"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(parse(&args("--version")), Ok(Parsed::Version)));
+        let o = options("Alford --places-data a.tsv --places-data b.tsv --topology t");
+        assert_eq!(
+            o.places_data,
+            [PathBuf::from("a.tsv"), PathBuf::from("b.tsv")]
+        );
+        assert_eq!(o.topology, Some(PathBuf::from("t")));
+    }
+
+    #[test]
     fn errors_are_one_line() {
         for bad in [
             "",
@@ -391,6 +409,8 @@ mod tests {
             "Alford --log-level loud",
             "Alford --frobnicate",
             "Alford --topology",
+            "--ask 127.0.0.1:1",
+            "--herd --ask 127.0.0.1:1 hello",
         ] {
             let err = parse(&args(bad)).unwrap_err();
             assert!(!err.is_empty() && !err.contains('\n'), "{bad}: {err}");

@@ -78,7 +78,9 @@ impl Kind {
         match declared {
             None | Some("locality") => Ok(Kind::Locality),
             Some("airport") => Ok(Kind::Airport),
-            Some(other) => Err(format!("line 1: unknown kind {other:?} (locality, airport)")),
+            Some(other) => Err(format!(
+                "line 1: unknown kind {other:?} (locality, airport)"
+            )),
         }
     }
 
@@ -947,8 +949,8 @@ mod tests {
             "{body}"
         );
         // Without the airports layer, the same question finds nothing.
-        let towns = Offline::from_texts(vec![("towns".into(), Cow::Borrowed(BUILT_IN[0].1))])
-            .unwrap();
+        let towns =
+            Offline::from_texts(vec![("towns".into(), Cow::Borrowed(BUILT_IN[0].1))]).unwrap();
         assert_eq!(
             towns.nearby(&query(34.068940, -119.445127, 10_000.0, MAX_BOUND))["status"],
             "ZERO_RESULTS"
@@ -976,7 +978,11 @@ mod tests {
             found,
             [
                 (Kind::Locality, "geonames:7".into(), "T, S, X".into()),
-                (Kind::Airport, "ourairports:7".into(), "Town, Region, X".into()),
+                (
+                    Kind::Airport,
+                    "ourairports:7".into(),
+                    "Town, Region, X".into()
+                ),
             ]
         );
         let unknown = TempFile::new("kind", &format!("{FORMAT_HEADER} | kind: volcano\n"));
