@@ -287,6 +287,18 @@ pub fn run_server(options: &Options, name: &str) -> Result<(), String> {
     if source == crate::topology::DEFAULT_HERD_NAME {
         log::info!("{name}: no --topology given and no ./topology.txt here: using the {source}");
     }
+    if options.places == PlacesKind::Offline {
+        let files: Vec<String> = if options.places_data.is_empty() {
+            let built_in = places::offline::BUILT_IN.iter();
+            built_in
+                .map(|(file, _)| format!("built-in {file}"))
+                .collect()
+        } else {
+            let given = options.places_data.iter();
+            given.map(|path| path.display().to_string()).collect()
+        };
+        log::info!("{name}: offline places from {}", files.join(", "));
+    }
     let config = Config {
         name: name.to_string(),
         neighbours: entry
