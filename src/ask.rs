@@ -103,10 +103,17 @@ pub fn run(ask: &Ask) -> Result<(), String> {
     let expected = lines.iter().filter(|l| expects_reply(l)).count();
     let mut request = lines.join("\n");
     request.push('\n');
-    stream
-        .write_all(request.as_bytes())
-        .and_then(|()| stream.shutdown(Shutdown::Write))
+    // Written from a thread of its own while this one reads: a server stops reading a client
+    // that does not read its replies, so with many lines, writing everything before reading
+    // anything could wait forever.
+    let mut writer = stream
+        .try_clone()
         .map_err(|e| format!("cannot send to {addr}: {e}"))?;
+    let sender = std::thread::spawn(move || {
+        writer
+            .write_all(request.as_bytes())
+            .and_then(|()| writer.shutdown(Shutdown::Write))
+    });
 
     let deadline = Instant::now() + REPLY_TIMEOUT;
     let mut received = Vec::new();
@@ -134,6 +141,14 @@ pub fn run(ask: &Ask) -> Result<(), String> {
         }
     };
     let got = count_replies(&String::from_utf8_lossy(&received));
+    // The reading is over, so the writer cannot be blocked any more: close the socket under
+    // it in case it still is (a server that stopped reading), then collect its verdict.
+    let _ = stream.shutdown(Shutdown::Both);
+    let sent = sender.join().unwrap_or(Ok(()));
+    let problem = problem.or_else(|| {
+        sent.err()
+            .map(|e| format!("cannot send everything to {addr}: {e}"))
+    });
     match problem {
         Some(problem) => Err(format!("{problem}; got {got} of {expected} replies")),
         None if got < expected => Err(format!(
