@@ -99,7 +99,13 @@ pub fn run(ask: &Ask) -> Result<(), String> {
     let mut stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)
         .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
     let time = now_text();
-    let lines: Vec<String> = ask.lines.iter().map(|l| fill_in_now(l, &time)).collect();
+    // An argument holding newlines is several lines, each of which may need a reply.
+    let lines: Vec<String> = ask
+        .lines
+        .iter()
+        .flat_map(|arg| arg.split('\n'))
+        .map(|line| fill_in_now(line, &time))
+        .collect();
     let expected = lines.iter().filter(|l| expects_reply(l)).count();
     let mut request = lines.join("\n");
     request.push('\n');
