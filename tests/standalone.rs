@@ -286,7 +286,8 @@ fn ask_fails_when_a_line_goes_unanswered() {
         let _ = stream.read_to_end(&mut got);
         let _ = stream.write_all(b"? one\n");
     });
-    let (code, out, err) = ask(&exe, &dir, half, &["one", "two"]);
+    // One argument holding two lines: two replies are owed.
+    let (code, out, err) = ask(&exe, &dir, half, &["one\ntwo"]);
     answerer.join().unwrap();
     assert_eq!((code, out.as_str()), (Some(1), "? one\n"), "{err}");
     assert!(err.contains("after 1 of 2 replies"), "{err}");
