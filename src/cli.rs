@@ -3,7 +3,7 @@
 //! Every start-up problem (bad option, bad topology, unknown server, address in use, missing
 //! dataset, no key) becomes one line on stderr and a non-zero exit, from `main`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +18,8 @@ use crate::topology::Topology;
 /// Which places provider answers WHATSAT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PlacesKind {
-    /// The shipped GeoNames dataset.
+    /// The dataset built into the binary (GeoNames towns and OurAirports airports), or the
+    /// files given with `--places-data`.
     Offline,
     /// Google's legacy Nearby Search.
     Google,
@@ -33,8 +34,8 @@ pub struct Options {
     pub server: Option<String>,
     /// Start every server of the topology as child processes.
     pub herd: bool,
-    /// The topology file.
-    pub topology: PathBuf,
+    /// The topology file; `None`: `./topology.txt` if it exists, else the built-in herd.
+    pub topology: Option<PathBuf>,
     /// Where `<SERVER>.log` goes.
     pub log_dir: PathBuf,
     /// How much to log.
@@ -45,8 +46,8 @@ pub struct Options {
     pub links: LinkMode,
     /// Which provider.
     pub places: PlacesKind,
-    /// The offline dataset.
-    pub places_data: PathBuf,
+    /// The offline dataset's files; empty: the dataset built into the binary.
+    pub places_data: Vec<PathBuf>,
     /// Base URL of a Google provider.
     pub places_url: Option<String>,
     /// File holding the Google key.
@@ -67,14 +68,29 @@ pub struct Options {
 
 /// The usage text for `--help`.
 pub fn usage() -> String {
-    let brief = "Usage: proxy-herd SERVER [options]\n       proxy-herd --herd [options]\n\n\
-                 Runs one server of a places proxy herd (or, with --herd, all of them).";
+    let brief = "Usage: proxy-herd SERVER [options]\n       proxy-herd --herd [options]\n       \
+                 proxy-herd --ask HOST:PORT LINE...\n\n\
+                 Runs one server of a places proxy herd (or, with --herd, all of them), or\n\
+                 sends lines to a server and prints its replies (--ask; the word `now` in a\n\
+                 line becomes the current time).";
     definitions().usage(brief)
+}
+
+/// What `--version` prints.
+pub fn version() -> String {
+    format!("proxy-herd {}", env!("CARGO_PKG_VERSION"))
 }
 
 fn definitions() -> getopts::Options {
     let mut o = getopts::Options::new();
     o.optflag("h", "help", "print this help and exit");
+    o.optflag("V", "version", "print the version and exit");
+    o.optopt(
+        "",
+        "ask",
+        "send the LINEs to the server at HOST:PORT and print the replies",
+        "HOST:PORT",
+    );
     o.optflag(
         "",
         "herd",
@@ -83,7 +99,7 @@ fn definitions() -> getopts::Options {
     o.optopt(
         "",
         "topology",
-        "the herd's servers and links (default topology.txt)",
+        "the herd's servers and links (default ./topology.txt, else the built-in herd)",
         "FILE",
     );
     o.optopt(
@@ -111,10 +127,10 @@ fn definitions() -> getopts::Options {
         "offline (default), google or google-new",
         "PROVIDER",
     );
-    o.optopt(
+    o.optmulti(
         "",
         "places-data",
-        "the offline dataset (default data/places.tsv)",
+        "an offline dataset file, instead of the built-in one (may be repeated)",
         "FILE",
     );
     o.optopt("", "places-url", "base URL of the Google provider", "URL");
@@ -156,6 +172,10 @@ fn definitions() -> getopts::Options {
 pub enum Parsed {
     /// Print the usage and exit 0.
     Help,
+    /// Print the version and exit 0.
+    Version,
+    /// Send lines to a server and print its replies (`--ask`).
+    Ask(crate::ask::Ask),
     /// Run with these options.
     Run(Box<Options>),
 }
@@ -165,6 +185,21 @@ pub fn parse(args: &[String]) -> Result<Parsed, String> {
     let m = definitions().parse(args).map_err(|e| e.to_string())?;
     if m.opt_present("help") {
         return Ok(Parsed::Help);
+    }
+    if m.opt_present("version") {
+        return Ok(Parsed::Version);
+    }
+    if let Some(addr) = m.opt_str("ask") {
+        if m.opt_present("herd") {
+            return Err("--ask talks to a server; it cannot be combined with --herd".into());
+        }
+        if m.free.is_empty() {
+            return Err("--ask HOST:PORT needs at least one LINE to send".into());
+        }
+        return Ok(Parsed::Ask(crate::ask::Ask {
+            addr,
+            lines: m.free.clone(),
+        }));
     }
     let herd = m.opt_present("herd");
     let server = match (m.free.as_slice(), herd) {
@@ -203,18 +238,17 @@ pub fn parse(args: &[String]) -> Result<Parsed, String> {
     Ok(Parsed::Run(Box::new(Options {
         server,
         herd,
-        topology: m
-            .opt_str("topology")
-            .unwrap_or_else(|| "topology.txt".into())
-            .into(),
+        topology: m.opt_str("topology").map(PathBuf::from),
         log_dir: m.opt_str("log-dir").unwrap_or_else(|| "logs".into()).into(),
         log_level,
         max_line: number(&m, "max-line", 65536, 1)?,
         links,
         places,
         places_data: m
-            .opt_str("places-data")
-            .map_or_else(default_dataset, PathBuf::from),
+            .opt_strs("places-data")
+            .into_iter()
+            .map(PathBuf::from)
+            .collect(),
         places_url: m.opt_str("places-url"),
         places_key_file: m.opt_str("places-key-file").map(PathBuf::from),
         places_timeout: Duration::from_secs(number(&m, "places-timeout", 10, 1)? as u64),
@@ -239,22 +273,10 @@ fn number(m: &Matches, name: &str, default: usize, min: usize) -> Result<usize, 
     }
 }
 
-/// `data/places.tsv` in the working directory, or else next to the sources this binary was
-/// built from, so `cargo run` and the tests work from anywhere in the checkout.
-fn default_dataset() -> PathBuf {
-    let local = PathBuf::from("data/places.tsv");
-    if local.exists() {
-        local
-    } else {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("data/places.tsv")
-    }
-}
-
 /// Starts the server named in `options` and runs it until a signal stops it.
 pub fn run_server(options: &Options, name: &str) -> Result<(), String> {
-    let file = options.topology.display().to_string();
-    let topology = Topology::load(&options.topology)?;
-    let me = topology.find(name, &file)?;
+    let (topology, source) = Topology::load_or_default(options.topology.as_deref())?;
+    let me = topology.find(name, &source)?;
     let entry = &topology.servers[me];
     crate::signals::install().map_err(|e| format!("cannot install signal handlers: {e}"))?;
     // Bind first: clients may connect from here on, even while the dataset loads.
@@ -262,6 +284,21 @@ pub fn run_server(options: &Options, name: &str) -> Result<(), String> {
         .map_err(|e| format!("{name}: cannot listen on {}: {e}", entry.addr))?;
     let provider = provider(options)?;
     crate::logging::init(&options.log_dir, name, options.log_level)?;
+    if source == crate::topology::DEFAULT_HERD_NAME {
+        log::info!("{name}: no --topology given and no ./topology.txt here: using the {source}");
+    }
+    if options.places == PlacesKind::Offline {
+        let files: Vec<String> = if options.places_data.is_empty() {
+            let built_in = places::offline::BUILT_IN.iter();
+            built_in
+                .map(|(file, _)| format!("built-in {file}"))
+                .collect()
+        } else {
+            let given = options.places_data.iter();
+            given.map(|path| path.display().to_string()).collect()
+        };
+        log::info!("{name}: offline places from {}", files.join(", "));
+    }
     let config = Config {
         name: name.to_string(),
         neighbours: entry
@@ -296,6 +333,9 @@ pub fn run_server(options: &Options, name: &str) -> Result<(), String> {
 fn provider(options: &Options) -> Result<Arc<dyn Provider>, String> {
     use places::google::{Api, Google};
     let api = match options.places {
+        PlacesKind::Offline if options.places_data.is_empty() => {
+            return Ok(Arc::new(places::offline::built_in()?));
+        }
         PlacesKind::Offline => return Ok(Arc::new(places::offline::load(&options.places_data)?)),
         PlacesKind::Google => Api::Legacy,
         PlacesKind::GoogleNew => Api::New,
@@ -332,7 +372,8 @@ mod tests {
     fn defaults() {
         let o = options("Alford");
         assert_eq!(o.server.as_deref(), Some("Alford"));
-        assert_eq!(o.topology, PathBuf::from("topology.txt"));
+        assert_eq!(o.topology, None);
+        assert!(o.places_data.is_empty());
         assert_eq!(
             (o.max_line, o.workers, o.links),
             (65536, 4, LinkMode::Persistent)
@@ -350,6 +391,24 @@ mod tests {
     }
 
     #[test]
+    fn ask_version_and_dataset_files() {
+        match parse(&args("--ask 127.0.0.1:12000 hello there")) {
+            Ok(Parsed::Ask(ask)) => {
+                assert_eq!(ask.addr, "127.0.0.1:12000");
+                assert_eq!(ask.lines, ["hello", "there"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(parse(&args("--version")), Ok(Parsed::Version)));
+        let o = options("Alford --places-data a.tsv --places-data b.tsv --topology t");
+        assert_eq!(
+            o.places_data,
+            [PathBuf::from("a.tsv"), PathBuf::from("b.tsv")]
+        );
+        assert_eq!(o.topology, Some(PathBuf::from("t")));
+    }
+
+    #[test]
     fn errors_are_one_line() {
         for bad in [
             "",
@@ -362,6 +421,8 @@ mod tests {
             "Alford --log-level loud",
             "Alford --frobnicate",
             "Alford --topology",
+            "--ask 127.0.0.1:1",
+            "--herd --ask 127.0.0.1:1 hello",
         ] {
             let err = parse(&args(bad)).unwrap_err();
             assert!(!err.is_empty() && !err.contains('\n'), "{bad}: {err}");

@@ -17,7 +17,10 @@ const GRACE: Duration = Duration::from_secs(5);
 
 /// Starts the herd and waits. Returns when a signal stopped it (`Ok`) or a server died (`Err`).
 pub fn run_herd(options: &Options) -> Result<(), String> {
-    let topology = Topology::load(&options.topology)?;
+    let (topology, source) = Topology::load_or_default(options.topology.as_deref())?;
+    if source == crate::topology::DEFAULT_HERD_NAME {
+        println!("no --topology given and no ./topology.txt here: running the {source}");
+    }
     signals::install().map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let exe =
         std::env::current_exe().map_err(|e| format!("cannot find this program's path: {e}"))?;

@@ -24,9 +24,10 @@
 //! | [`store`] | the newest location of every client |
 //! | [`json`] | printing places JSON in Google's layout, cutting results to a bound |
 //! | [`workers`] | the places lookup thread pool and its hand-off through the `Waker` |
-//! | [`places`] | the providers: offline dataset, Google legacy and New APIs |
-//! | [`topology`] | reading `topology.txt` |
+//! | [`places`] | the providers: offline dataset (built into the binary), Google legacy and New APIs |
+//! | [`topology`] | reading `topology.txt`; the built-in default herd |
 //! | [`cli`] | the command line and start-up |
+//! | [`ask`] | `--ask`: a client for people, one connection, pipelined, half-closed |
 //! | [`launcher`] | `--herd`: all servers as child processes |
 //! | [`logging`] | the buffered log file |
 //! | [`signals`] | SIGTERM/SIGINT through a self-pipe |
@@ -38,6 +39,7 @@
 // Every public item is documented: the code is read to learn from.
 #![warn(missing_docs)]
 
+pub mod ask;
 pub mod cli;
 pub mod client;
 pub mod herd;

@@ -1,4 +1,5 @@
-//! `proxy-herd`: run one server of the herd, or the whole herd. See the crate docs
+//! `proxy-herd`: run one server of the herd, or the whole herd, or ask a server something
+//! (`--ask`). See the crate docs
 //! (`cargo doc --open`) for how it works inside.
 
 use std::process::ExitCode;
@@ -11,6 +12,19 @@ fn main() -> ExitCode {
         Ok(Parsed::Help) => {
             print!("{}", cli::usage());
             return ExitCode::SUCCESS;
+        }
+        Ok(Parsed::Version) => {
+            println!("{}", cli::version());
+            return ExitCode::SUCCESS;
+        }
+        Ok(Parsed::Ask(ask)) => {
+            return match proxy_herd::ask::run(&ask) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("proxy-herd: {e}");
+                    ExitCode::FAILURE
+                }
+            };
         }
         Ok(Parsed::Run(options)) => options,
         Err(e) => {

@@ -24,7 +24,29 @@ pub struct Topology {
     pub servers: Vec<ServerEntry>,
 }
 
+/// The default herd (SPEC §1), built into the binary from the repository's `topology.txt`,
+/// so a binary run where no topology file is at hand still has a herd.
+pub const DEFAULT_HERD: &str = include_str!("../topology.txt");
+
+/// What [`Topology::load_or_default`] names the built-in herd in messages and logs.
+pub const DEFAULT_HERD_NAME: &str = "built-in default herd";
+
 impl Topology {
+    /// The topology the command line asks for: the file given, or else `./topology.txt` if
+    /// there is one, or else the built-in [`DEFAULT_HERD`]. Also returns where it came from
+    /// (the file's path, or [`DEFAULT_HERD_NAME`]), for messages and the log.
+    pub fn load_or_default(given: Option<&Path>) -> Result<(Topology, String), String> {
+        let local = Path::new("topology.txt");
+        match given {
+            Some(path) => Ok((Topology::load(path)?, path.display().to_string())),
+            None if local.exists() => Ok((Topology::load(local)?, local.display().to_string())),
+            None => Ok((
+                Topology::parse(DEFAULT_HERD, DEFAULT_HERD_NAME)?,
+                DEFAULT_HERD_NAME.to_string(),
+            )),
+        }
+    }
+
     /// Reads and checks a topology file.
     pub fn load(path: &Path) -> Result<Topology, String> {
         let text = std::fs::read_to_string(path)
@@ -155,6 +177,14 @@ Powell    127.0.0.1:12004
                 "t: no server named Welsh (servers: Alford, Bolden, Hamilton, Parker, Powell)"
                     .into()
             )
+        );
+    }
+
+    #[test]
+    fn the_built_in_herd_is_the_default_one() {
+        assert_eq!(
+            Topology::parse(DEFAULT_HERD, DEFAULT_HERD_NAME),
+            Topology::parse(DEFAULT, "t")
         );
     }
 
