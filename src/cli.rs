@@ -10,6 +10,7 @@ use std::time::Duration;
 use getopts::Matches;
 use log::LevelFilter;
 
+use crate::auth::{Admission, HerdKey};
 use crate::peer::LinkMode;
 use crate::places::{self, Provider};
 use crate::server::{Config, Server};
@@ -62,6 +63,10 @@ pub struct Options {
     pub idle_timeout: Option<Duration>,
     /// Log every loop turn and event.
     pub trace: bool,
+    /// The file holding the herd's shared secret (`--herd-key`).
+    pub herd_key: Option<PathBuf>,
+    /// Refuse reports more than this far ahead of our clock (`--max-future`).
+    pub max_future: Option<Duration>,
     /// The arguments as given, minus `--herd`, for the children of `--herd`.
     pub passthrough: Vec<String>,
 }
@@ -152,6 +157,18 @@ fn definitions() -> getopts::Options {
         "lookup-queue",
         "lookups that may wait for a worker (default 256)",
         "N",
+    );
+    o.optopt(
+        "",
+        "herd-key",
+        "file holding the herd's shared secret: AT lines are signed, unsigned ones refused",
+        "FILE",
+    );
+    o.optopt(
+        "",
+        "max-future",
+        "refuse IAMAT and AT times more than this many seconds ahead (default: no limit)",
+        "SECS",
     );
     o.optopt(
         "",
@@ -256,6 +273,11 @@ pub fn parse(args: &[String]) -> Result<Parsed, String> {
         lookup_queue: number(&m, "lookup-queue", 256, 1)?,
         idle_timeout: (idle > 0).then(|| Duration::from_secs(idle as u64)),
         trace: m.opt_present("trace"),
+        herd_key: m.opt_str("herd-key").map(PathBuf::from),
+        max_future: match m.opt_str("max-future") {
+            None => None,
+            Some(_) => Some(Duration::from_secs(number(&m, "max-future", 0, 0)? as u64)),
+        },
         passthrough: args.iter().filter(|a| *a != "--herd").cloned().collect(),
     })))
 }
@@ -283,7 +305,21 @@ pub fn run_server(options: &Options, name: &str) -> Result<(), String> {
     let listener = mio::net::TcpListener::bind(entry.addr)
         .map_err(|e| format!("{name}: cannot listen on {}: {e}", entry.addr))?;
     let provider = provider(options)?;
+    let admission = Admission {
+        key: match &options.herd_key {
+            Some(path) => Some(Arc::new(HerdKey::from_file(path)?)),
+            None => None,
+        },
+        max_future: options.max_future,
+    };
     crate::logging::init(&options.log_dir, name, options.log_level)?;
+    if let Some(path) = &options.herd_key {
+        // The file's name, never its contents.
+        log::info!(
+            "{name}: AT lines signed and checked with the herd key in {}",
+            path.display()
+        );
+    }
     if source == crate::topology::DEFAULT_HERD_NAME {
         log::info!("{name}: no --topology given and no ./topology.txt here: using the {source}");
     }
@@ -312,6 +348,7 @@ pub fn run_server(options: &Options, name: &str) -> Result<(), String> {
         lookup_queue: options.lookup_queue,
         idle_timeout: options.idle_timeout,
         trace: options.trace,
+        admission,
     };
     let neighbours: Vec<&str> = config.neighbours.iter().map(|(n, _)| n.as_str()).collect();
     log::info!(

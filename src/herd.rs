@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use mio::Token;
 
+use crate::auth::{Admission, Refusal};
 use crate::client::{Client, Replies};
 use crate::json::{self, Prepared};
 use crate::logging::trace;
@@ -85,6 +86,9 @@ pub struct Herd {
     pool: Pool,
     /// `--trace`: say what each line was parsed as, and what was queued where.
     trace: bool,
+    /// What is refused: unsigned AT lines, reports from the future (`--herd-key`,
+    /// `--max-future`).
+    admission: Admission,
     /// What [`Herd::learn`] did with the last line ("flood to Parker, Powell"), for its log
     /// record; one buffer, reused.
     fate: String,
@@ -97,6 +101,7 @@ impl Herd {
         links: Vec<PeerLink>,
         provider: Arc<dyn Provider>,
         pool: Pool,
+        admission: Admission,
         trace: bool,
     ) -> Herd {
         Herd {
@@ -112,6 +117,7 @@ impl Herd {
             provider,
             pool,
             trace,
+            admission,
             fate: String::new(),
         }
     }
@@ -147,13 +153,27 @@ impl Herd {
             }
         );
         match command {
+            Some(Command::IAmAt(report)) if self.admission.too_far_ahead(report.when) => {
+                log::warn!("conn {}: IAMAT time too far in the future", token.0);
+                self.invalid(token, line, replies, out);
+            }
             Some(Command::IAmAt(report)) => self.iamat(token, origin, &report, replies, out),
             Some(Command::At {
                 report,
                 line: at,
                 via,
+                tag,
                 ..
             }) => {
+                if let Some(why) = self.admission.refuse_at(&at, tag, report.when) {
+                    log::warn!("conn {} < {}: rejected: {why}", token.0, Shown(line));
+                    // Answered only on a connection someone opened to us, and only when it
+                    // is a stranger's forgery; a link's line from the future is just dropped.
+                    if origin == Origin::Accepted && why == Refusal::NoValidTag {
+                        self.invalid(token, line, replies, out);
+                    }
+                    return false;
+                }
                 // An AT gets no reply; if it is news, it goes on to every neighbour but the
                 // one that sent it. A `via=` field names that neighbour, and shows it reads
                 // the field itself.

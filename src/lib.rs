@@ -19,6 +19,7 @@
 //! | [`peer`] | a link to one neighbour: connect, queue, catch-up, backoff |
 //! | [`liveness`] | TCP keepalive and `TCP_USER_TIMEOUT` on links: noticing a dead neighbour |
 //! | [`herd`] | what a line does: IAMAT, AT, WHATSAT, flooding, lookups in flight |
+//! | [`auth`] | `--herd-key`: signing and checking AT lines with the herd's secret |
 //! | [`protocol`] | parsing and formatting the wire format, pure functions |
 //! | [`lines`] | splitting a byte stream into capped lines, pure |
 //! | [`store`] | the newest location of every client |
@@ -40,6 +41,7 @@
 #![warn(missing_docs)]
 
 pub mod ask;
+pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod herd;

@@ -24,6 +24,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::auth::HerdKey;
 use crate::transport::Transport;
 
 /// The first retry delay after a failed or dropped link.
@@ -118,6 +119,8 @@ pub struct PeerLink {
     held: Vec<u8>,
     /// When the connect under way is given up.
     connect_deadline: Option<Instant>,
+    /// The herd's secret (`--herd-key`): every line we send carries its tag.
+    key: Option<Arc<HerdKey>>,
     /// ` via=OURNAME`: the field that names us on lines we forward.
     via_field: Box<[u8]>,
     /// The neighbour has sent us a `via=` line: it reads the field, so our lines carry it.
@@ -132,7 +135,14 @@ pub struct PeerLink {
 
 impl PeerLink {
     /// A link that is down and due to connect at once (persistent) or on the first flood.
-    pub fn new(me: &str, name: String, addr: SocketAddr, mode: LinkMode, now: Instant) -> PeerLink {
+    pub fn new(
+        me: &str,
+        name: String,
+        addr: SocketAddr,
+        mode: LinkMode,
+        key: Option<Arc<HerdKey>>,
+        now: Instant,
+    ) -> PeerLink {
         let retry_at = match mode {
             LinkMode::Persistent => Some(now),
             LinkMode::PerUpdate => None,
@@ -147,6 +157,7 @@ impl PeerLink {
             sync: Vec::new(),
             held: Vec::new(),
             connect_deadline: None,
+            key,
             via_field: [b" ", crate::protocol::VIA, me.as_bytes()].concat().into(),
             speaks_via: false,
             probe_pending: false,
@@ -191,8 +202,10 @@ impl PeerLink {
         match (&mut self.state, self.mode) {
             (LinkState::Connecting(t) | LinkState::Up(t), _) => {
                 let via = self.speaks_via.then_some(&*self.via_field);
-                put_line(t.out_mut(), line, via);
-                probe(t.out_mut(), line, &self.via_field, &mut self.probe_pending);
+                let key = self.key.as_deref();
+                put_line(t.out_mut(), line, via, key);
+                let pending = &mut self.probe_pending;
+                probe(t.out_mut(), line, &self.via_field, key, pending);
                 if t.backlog() > MAX_QUEUE {
                     Sent::Overflow
                 } else {
@@ -200,7 +213,7 @@ impl PeerLink {
                 }
             }
             (LinkState::Down { retry_at: None }, LinkMode::PerUpdate) => {
-                put_line(&mut self.held, line, None);
+                put_line(&mut self.held, line, None, self.key.as_deref());
                 Sent::NeedConnect
             }
             (LinkState::Down { .. }, _) => Sent::Dropped,
@@ -321,8 +334,15 @@ impl PeerLink {
         let via = self.speaks_via.then_some(&*self.via_field);
         while t.backlog() < SYNC_CHUNK {
             let Some(line) = self.sync.pop() else { break };
-            put_line(t.out_mut(), &line, via);
-            probe(t.out_mut(), &line, &self.via_field, &mut self.probe_pending);
+            let key = self.key.as_deref();
+            put_line(t.out_mut(), &line, via, key);
+            probe(
+                t.out_mut(),
+                &line,
+                &self.via_field,
+                key,
+                &mut self.probe_pending,
+            );
         }
     }
 
@@ -332,18 +352,28 @@ impl PeerLink {
     }
 }
 
-/// Appends one AT line to a link's buffer: the six fields, ` via=NAME` when given, `\n`.
-fn put_line(out: &mut Vec<u8>, line: &[u8], via: Option<&[u8]>) {
+/// Appends one AT line to a link's buffer: the six fields, ` via=NAME` when given, the
+/// herd's ` tag=HEX` when it has a key, `\n`.
+fn put_line(out: &mut Vec<u8>, line: &[u8], via: Option<&[u8]>, key: Option<&HerdKey>) {
     out.extend_from_slice(line);
     if let Some(via) = via {
         out.extend_from_slice(via);
+    }
+    if let Some(key) = key {
+        key.put_tag(line, out);
     }
     out.push(b'\n');
 }
 
 /// When a probe is due, sends `line` again with ` via=NAME` (see the module docs), once.
-fn probe(out: &mut Vec<u8>, line: &[u8], via_field: &[u8], pending: &mut bool) {
+fn probe(
+    out: &mut Vec<u8>,
+    line: &[u8],
+    via_field: &[u8],
+    key: Option<&HerdKey>,
+    pending: &mut bool,
+) {
     if std::mem::take(pending) {
-        put_line(out, line, Some(via_field));
+        put_line(out, line, Some(via_field), key);
     }
 }

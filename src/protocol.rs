@@ -236,6 +236,8 @@ pub enum Command<'a> {
         /// The server that forwarded the line to us, when it said so with a `via=NAME`
         /// extra field (see [`VIA`]).
         via: Option<&'a [u8]>,
+        /// The herd's authentication tag, from a `tag=HEX` extra field (see `auth`).
+        tag: Option<&'a [u8]>,
     },
     /// `WHATSAT client radius bound`: what is near a client.
     WhatsAt {
@@ -285,7 +287,8 @@ pub fn parse(line: &[u8]) -> Option<Command<'_>> {
                 line: f[..6].join(&b' '),
                 server: f[1],
                 report,
-                via: f[6..n].iter().find_map(|x| x.strip_prefix(VIA)),
+                via: extra_field(&f[6..n], VIA),
+                tag: extra_field(&f[6..n], crate::auth::TAG),
             })
         }
         (b"WHATSAT", 4) => Some(Command::WhatsAt {
@@ -295,6 +298,11 @@ pub fn parse(line: &[u8]) -> Option<Command<'_>> {
         }),
         _ => None,
     }
+}
+
+/// The value of the first extra field that starts with `prefix` (`via=`, `tag=`).
+fn extra_field<'a>(extras: &[&'a [u8]], prefix: &[u8]) -> Option<&'a [u8]> {
+    extras.iter().find_map(|x| x.strip_prefix(prefix))
 }
 
 /// Validates the three client fields shared by IAMAT and AT.
@@ -529,6 +537,7 @@ mod tests {
             server,
             report,
             via,
+            tag,
         }) =
             parse(b"AT  Alford +0.263873386 kiwi +34.068930-118.445127 1621464827.5 Parker Bolden")
         else {
@@ -538,6 +547,7 @@ mod tests {
             via, None,
             "extra fields that are not via= name no forwarder"
         );
+        assert_eq!(tag, None);
         assert_eq!(
             line,
             b"AT Alford +0.263873386 kiwi +34.068930-118.445127 1621464827.5"
@@ -548,8 +558,10 @@ mod tests {
             parse(b"AT A -5 k +1+2 3"),
             Some(Command::At { .. })
         ));
-        // The forwarder's via= field, among other extras; the stored line has six fields.
-        let Some(Command::At { line, via, .. }) = parse(b"AT A -5 k +1+2 3 route via=Parker")
+        // The forwarder's via= field and a tag, among other extras; the stored line has six
+        // fields.
+        let Some(Command::At { line, via, tag, .. }) =
+            parse(b"AT A -5 k +1+2 3 route via=Parker tag=ab12")
         else {
             panic!("AT with via did not parse")
         };
@@ -557,6 +569,7 @@ mod tests {
             (&line[..], via),
             (&b"AT A -5 k +1+2 3"[..], Some(&b"Parker"[..]))
         );
+        assert_eq!(tag, Some(&b"ab12"[..]));
         assert!(is_flood(b" AT A -5 k +1+2 3") && !is_flood(b"ATX") && !is_flood(b"IAMAT"));
         let Some(Command::WhatsAt {
             client,

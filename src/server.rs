@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use mio::net::{TcpListener, TcpStream, UnixStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use crate::auth::Admission;
 use crate::client::Client;
 use crate::herd::{Herd, Origin};
 use crate::lines::Next;
@@ -79,6 +80,8 @@ pub struct Config {
     pub idle_timeout: Option<Duration>,
     /// Log every loop turn and event (`--trace`).
     pub trace: bool,
+    /// What is refused: unsigned AT lines, reports from the future.
+    pub admission: Admission,
 }
 
 /// One server of the herd.
@@ -150,7 +153,10 @@ impl Server {
         let links = config
             .neighbours
             .iter()
-            .map(|(name, addr)| PeerLink::new(&config.name, name.clone(), *addr, config.links, now))
+            .map(|(name, addr)| {
+                let key = config.admission.key.clone();
+                PeerLink::new(&config.name, name.clone(), *addr, config.links, key, now)
+            })
             .collect();
         Ok(Server {
             poll,
@@ -159,7 +165,14 @@ impl Server {
             _waker: waker,
             signal_pipe,
             clients: HashMap::new(),
-            herd: Herd::new(config.name, links, provider, pool, config.trace),
+            herd: Herd::new(
+                config.name,
+                links,
+                provider,
+                pool,
+                config.admission,
+                config.trace,
+            ),
             next_token: FIRST_CONNECTION,
             max_line: config.max_line,
             idle_timeout: config.idle_timeout,

@@ -154,7 +154,14 @@ fn lone_herd() -> (Herd, Poll) {
     let provider: Arc<dyn Provider> = Arc::new(Nowhere);
     let pool = Pool::start(Arc::clone(&provider), 1, 8, waker);
     (
-        Herd::new("Props".into(), Vec::new(), provider, pool, false),
+        Herd::new(
+            "Props".into(),
+            Vec::new(),
+            provider,
+            pool,
+            Default::default(),
+            false,
+        ),
         poll,
     )
 }
