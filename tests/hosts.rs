@@ -366,7 +366,10 @@ fn a_host_that_reboots_while_the_herd_is_quiet_catches_up() {
     for name in ["Alford", "Bolden", "Hamilton"] {
         let log = site.herd.log(name);
         assert!(
-            log.contains("link to Parker down: read error"),
+            // (A read error from keepalive, mostly; on a loaded machine a write may find it
+            // first.)
+            log.contains("link to Parker down: read error")
+                || log.contains("link to Parker down: write error"),
             "{name}: {log}"
         );
         assert!(
