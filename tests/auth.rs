@@ -86,6 +86,16 @@ fn a_keyed_herd_floods_and_catches_up_in_both_link_modes() {
             "IAMAT apple +34.068930-118.445127 1621464828.5\n",
         );
         let apple = first_line(&reply).to_string();
+        // Per-update links learn that Powell was gone only when a connect to it fails; a
+        // restart before that would look like nothing happened.
+        eventually(
+            &format!("{mode}: Powell's neighbours found it gone"),
+            || {
+                ["Alford", "Bolden"]
+                    .iter()
+                    .all(|n| herd.log(n).contains("link to Powell down"))
+            },
+        );
         herd.start_server("Powell");
         eventually(&format!("{mode}: restarted Powell caught up"), || {
             knows(&herd, "Powell", "kiwi") == at && knows(&herd, "Powell", "apple") == apple

@@ -11,7 +11,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use common::{BIN, DEFAULT_HERD, PATIENCE, eventually, free_ports, scratch_dir, unsafe_sigterm};
+use common::{
+    BIN, DEFAULT_HERD, PATIENCE, eventually, free_ports, run_exe, scratch_dir, unsafe_sigterm,
+};
 
 /// The ports of the built-in default herd (the repository's `topology.txt`).
 const DEFAULT_PORTS: [u16; 5] = [12000, 12001, 12002, 12003, 12004];
@@ -26,20 +28,7 @@ fn lone_binary(tag: &str) -> (PathBuf, PathBuf) {
 
 /// Runs the copy to the end (bounded by `PATIENCE`) in `cwd`.
 fn run(exe: &Path, args: &[&str], cwd: &Path) -> Output {
-    let mut child = Command::new(exe)
-        .args(args)
-        .current_dir(cwd)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + PATIENCE;
-    while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
-        sleep(Duration::from_millis(10));
-    }
-    let _ = child.kill();
-    child.wait_with_output().unwrap()
+    run_exe(exe, args, cwd)
 }
 
 /// `proxy-herd --ask` from the copy: (exit code, stdout, stderr).

@@ -395,11 +395,21 @@ pub fn established_to(port: u16) -> usize {
 
 /// Runs the binary with `args` and returns (exit code, stderr), bounded by `PATIENCE`.
 pub fn run_to_exit(args: &[&str], cwd: &Path) -> (Option<i32>, String) {
-    let mut child = Command::new(BIN)
+    let output = run_exe(Path::new(BIN), args, cwd);
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Runs `exe` with `args` in `cwd` to the end, bounded by `PATIENCE` (then killed), with
+/// its stdout and stderr captured.
+pub fn run_exe(exe: &Path, args: &[&str], cwd: &Path) -> std::process::Output {
+    let mut child = Command::new(exe)
         .args(args)
         .current_dir(cwd)
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -408,11 +418,7 @@ pub fn run_to_exit(args: &[&str], cwd: &Path) -> (Option<i32>, String) {
         sleep(Duration::from_millis(10));
     }
     let _ = child.kill();
-    let output = child.wait_with_output().unwrap();
-    (
-        output.status.code(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    child.wait_with_output().unwrap()
 }
 
 /// A small deterministic random number generator (SplitMix64), so that a seeded test sends
