@@ -75,9 +75,6 @@ pub struct Herd {
     /// A live link's queue is over its bound: clients wait until the links drain (flow
     /// control; set here as floods are queued, cleared by the reactor after writing).
     pub congested: bool,
-    /// A live link's queue is far over its bound ([`LINK_SEVERE`](crate::peer::LINK_SEVERE)):
-    /// neighbours' connections are slowed to a trickle too.
-    pub overloaded: bool,
     /// Lookups in flight, and who waits for each: identical lookups share one.
     in_flight: HashMap<LookupKey, Vec<Waiter>>,
     /// WHATSATs about clients not known yet, waiting a moment.
@@ -111,7 +108,6 @@ impl Herd {
             want_connect: Vec::new(),
             overflowed: Vec::new(),
             congested: false,
-            overloaded: false,
             in_flight: HashMap::new(),
             unknown: Vec::new(),
             provider,
@@ -250,7 +246,6 @@ impl Herd {
             let before = link.queued();
             let sent = link.send(&line);
             self.congested |= link.congested();
-            self.overloaded |= link.overloaded();
             if logging {
                 let fate = &mut self.fate;
                 fate.push_str(if fate.is_empty() { "flood to " } else { ", " });

@@ -44,9 +44,6 @@ const SYNC_CHUNK: usize = 32 << 10;
 /// takes updates only as fast as it can spread them). About 700 AT lines: a couple of
 /// milliseconds of a neighbour's work, so a flood never waits long behind others.
 pub const LINK_HIGH: usize = 64 << 10;
-/// A live link with more than this queued is overloaded: neighbours' connections are read
-/// only a trickle at a time too, which passes the pressure back towards the edge.
-pub const LINK_SEVERE: usize = 512 << 10;
 /// Clients are read again once every live link has at most this queued.
 pub const LINK_LOW: usize = 16 << 10;
 /// A link whose queue stays over [`LINK_LOW`] while the socket takes less than
@@ -231,11 +228,6 @@ impl PeerLink {
     /// True when this link is up and its queue is over [`LINK_HIGH`].
     pub fn congested(&self) -> bool {
         matches!(&self.state, LinkState::Up(t) if t.backlog() > LINK_HIGH)
-    }
-
-    /// True when this link is up and its queue is over [`LINK_SEVERE`].
-    pub fn overloaded(&self) -> bool {
-        matches!(&self.state, LinkState::Up(t) if t.backlog() > LINK_SEVERE)
     }
 
     /// True unless this link is up with more than [`LINK_LOW`] queued.

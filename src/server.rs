@@ -53,12 +53,6 @@ const MAX_WAITING: usize = 1024;
 /// How long after an overlong line we keep draining a client's input before closing, so
 /// our `? ` reply is not destroyed by a reset.
 const LINGER: Duration = Duration::from_secs(2);
-/// While the herd is congested, a neighbour's connection gets this many lines handled...
-const LINK_TRICKLE: usize = 64;
-/// ...every this long (about 3,000 lines a second): enough that a herd whose every link is
-/// congested still moves (no deadlock on a cycle), little enough that the neighbour's queue
-/// to us fills and it holds its own clients back.
-const TRICKLE_EVERY: Duration = Duration::from_millis(2);
 /// After `accept` fails for lack of descriptors, wait this long before trying again.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
@@ -107,11 +101,6 @@ pub struct Server {
     /// Clients held after they had some lines handled: read again after `held`, so the same
     /// few clients cannot take every turn's share while the others starve.
     held_served: Vec<Token>,
-    /// Neighbours' connections slowed to a trickle while the herd is congested: read again
-    /// at `trickle_at`, [`LINK_TRICKLE`] lines at a time.
-    held_links: Vec<Token>,
-    /// When the held neighbours' connections get their next few lines.
-    trickle_at: Option<Instant>,
     /// Connections to close after this turn's events, with why.
     to_close: Vec<(Token, String)>,
     /// Clients draining input after an overlong line, and until when.
@@ -180,8 +169,6 @@ impl Server {
             more_to_read: Vec::new(),
             held: Vec::new(),
             held_served: Vec::new(),
-            held_links: Vec::new(),
-            trickle_at: None,
             to_close: Vec::new(),
             lingering: Vec::new(),
             accept_retry_at: None,
@@ -253,7 +240,6 @@ impl Server {
         });
         let deadlines = deadlines
             .chain(self.accept_retry_at)
-            .chain(self.trickle_at)
             .chain(self.idle_check_at)
             .chain(self.herd.unknown_deadline())
             .chain(self.lingering.iter().map(|&(_, t)| t));
@@ -419,27 +405,19 @@ impl Server {
             }
             // Flow control: while a link is congested, a client's next line waits (and the
             // client is not read), so the herd takes updates only as fast as it spreads them.
-            // A neighbour's lines are slowed to a trickle instead, never stopped: that passes
-            // the pressure back towards the edge (the neighbour's queue to us fills, and it
-            // holds *its* clients), while stopping links could deadlock a herd with a cycle,
-            // every server waiting for the next.
+            // A neighbour's AT line always goes through: pausing links could deadlock a herd
+            // with a cycle, every server waiting for the next.
             if self.herd.congested
-                && let Some(line) = client.input.peek(client.eof)
+                && !client.carries_floods
+                && (client.input.peek(client.eof)).is_some_and(|l| !crate::protocol::is_flood(l))
             {
-                let flood = client.carries_floods || crate::protocol::is_flood(line);
-                if !flood || (self.herd.overloaded && handled >= LINK_TRICKLE) {
-                    trace!(self.trace, "conn {}: held until the links drain", token.0);
-                    client.held = true;
-                    match (flood, handled) {
-                        (true, _) => self.held_links.push(token),
-                        (false, 0) => self.held.push(token),
-                        (false, _) => self.held_served.push(token),
-                    }
-                    if flood && self.trickle_at.is_none() {
-                        self.trickle_at = Some(Instant::now() + TRICKLE_EVERY);
-                    }
-                    break;
+                trace!(self.trace, "conn {}: held until the links drain", token.0);
+                client.held = true;
+                match handled {
+                    0 => self.held.push(token),
+                    _ => self.held_served.push(token),
                 }
+                break;
             }
             let range = match client.input.next_line() {
                 Next::Line(range) => range,
@@ -653,17 +631,6 @@ impl Server {
             links.iter().any(PeerLink::congested)
         };
         self.held.append(&mut self.held_served);
-        self.herd.overloaded = if self.herd.overloaded {
-            !links.iter().all(PeerLink::drained)
-        } else {
-            links.iter().any(PeerLink::overloaded)
-        };
-        let trickle_due = self.trickle_at.is_some_and(|t| t <= Instant::now());
-        if !self.herd.overloaded || trickle_due {
-            self.trickle_at = None;
-            let links = std::mem::take(&mut self.held_links);
-            self.read_again(links);
-        }
         if self.herd.congested || self.held.is_empty() {
             return;
         }
@@ -672,13 +639,7 @@ impl Server {
             "links drained: {} held clients read again",
             self.held.len()
         );
-        let clients = std::mem::take(&mut self.held);
-        self.read_again(clients);
-    }
-
-    /// Held connections go back to being read (next turn, through `more_to_read`).
-    fn read_again(&mut self, tokens: Vec<Token>) {
-        for token in tokens {
+        for token in std::mem::take(&mut self.held) {
             if let Some(client) = self.clients.get_mut(&token) {
                 client.held = false;
                 self.more_to_read.push(token);
