@@ -67,6 +67,8 @@ pub struct Options {
     pub herd_key: Option<PathBuf>,
     /// Refuse reports more than this far ahead of our clock (`--max-future`).
     pub max_future: Option<Duration>,
+    /// Write the loop as Chrome trace-event JSON to `<log-dir>/<SERVER>.trace.json`.
+    pub timeline: bool,
     /// The arguments as given, minus `--herd`, for the children of `--herd`.
     pub passthrough: Vec<String>,
 }
@@ -181,6 +183,12 @@ fn definitions() -> getopts::Options {
         "trace",
         "log every loop turn, event and byte count (to learn how the loop works)",
     );
+    o.optflag(
+        "",
+        "timeline",
+        "write the loop as a trace for Perfetto to <log-dir>/<SERVER>.trace.json \
+         (--herd: merged into herd.trace.json at the end)",
+    );
     o
 }
 
@@ -278,6 +286,7 @@ pub fn parse(args: &[String]) -> Result<Parsed, String> {
             None => None,
             Some(_) => Some(Duration::from_secs(number(&m, "max-future", 0, 0)? as u64)),
         },
+        timeline: m.opt_present("timeline"),
         passthrough: args.iter().filter(|a| *a != "--herd").cloned().collect(),
     })))
 }
@@ -320,6 +329,9 @@ pub fn run_server(options: &Options, name: &str) -> Result<(), String> {
             path.display()
         );
     }
+    if options.timeline {
+        crate::timeline::start(&options.log_dir, name, me)?;
+    }
     if source == crate::topology::DEFAULT_HERD_NAME {
         log::info!("{name}: no --topology given and no ./topology.txt here: using the {source}");
     }
@@ -361,9 +373,10 @@ pub fn run_server(options: &Options, name: &str) -> Result<(), String> {
     );
     let mut server = Server::new(config, listener, provider)
         .map_err(|e| format!("{name}: cannot start: {e}"))?;
-    server
-        .run()
-        .map_err(|e| format!("{name}: event loop failed: {e}"))
+    let result = server.run();
+    // The closing `]`: the timeline is valid JSON from here on.
+    crate::timeline::finish();
+    result.map_err(|e| format!("{name}: event loop failed: {e}"))
 }
 
 /// Builds the places provider the options name.

@@ -18,6 +18,7 @@ use crate::logging::trace;
 use crate::peer::{PeerLink, Sent};
 use crate::places::{Provider, Query};
 use crate::protocol::{self, Command, Report, Shown, Skew, Timestamp};
+use crate::timeline;
 use crate::workers::{Done, Job, LookupKey, Pool};
 
 /// A WHATSAT waiting for its lookup.
@@ -178,6 +179,7 @@ impl Herd {
                 if let Some(i) = from {
                     self.links[i].speaks_via = true;
                 }
+                timeline::flood_in(&self.name, &at, via);
                 self.learn(&report, &at, from);
                 log::info!("conn {} < {}{}", token.0, Shown(line), Fate(&self.fate));
                 return true;
@@ -245,6 +247,7 @@ impl Herd {
             }
             let before = link.queued();
             let sent = link.send(&line);
+            timeline::flood_out(&self.name, &link.name, &line, &sent, link.speaks_via);
             self.congested |= link.congested();
             if logging {
                 let fate = &mut self.fate;

@@ -50,16 +50,29 @@ pub fn run_herd(options: &Options) -> Result<(), String> {
         "herd running; logs in {}; Ctrl-C stops it",
         options.log_dir.display()
     );
+    let result = watch(&mut children);
+    if options.timeline {
+        let names: Vec<&str> = topology.servers.iter().map(|s| s.name.as_str()).collect();
+        match crate::timeline::merge(&options.log_dir, &names) {
+            Ok(path) => println!("timeline of the herd: {}", path.display()),
+            Err(e) => eprintln!("proxy-herd: cannot merge the timelines: {e}"),
+        }
+    }
+    result
+}
+
+/// Waits until a signal (`Ok`) or a server's death (`Err`), then stops every server.
+fn watch(children: &mut [(String, Child)]) -> Result<(), String> {
     loop {
         if signals::stop_requested() {
-            stop_all(&mut children);
+            stop_all(children);
             println!("herd stopped");
             return Ok(());
         }
-        for (name, child) in &mut children {
+        for (name, child) in children.iter_mut() {
             if let Ok(Some(status)) = child.try_wait() {
                 let why = format!("{name} exited ({status}); stopping the herd");
-                stop_all(&mut children);
+                stop_all(children);
                 return Err(why);
             }
         }

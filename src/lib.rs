@@ -32,6 +32,7 @@
 //! | [`launcher`] | `--herd`: all servers as child processes |
 //! | [`logging`] | the buffered log file |
 //! | [`signals`] | SIGTERM/SIGINT through a self-pipe |
+//! | [`timeline`] | `--timeline`: the loop, its workers and the floods as Chrome trace-event JSON for Perfetto |
 //! | [`tour`] | documentation only: the guided tour |
 
 // The docs are built with private items (see .cargo/config.toml): the loop's steps are
@@ -56,6 +57,7 @@ pub mod protocol;
 pub mod server;
 pub mod signals;
 pub mod store;
+pub mod timeline;
 pub mod topology;
 pub mod tour;
 pub mod transport;

@@ -30,6 +30,7 @@ use crate::logging::{self, trace};
 use crate::peer::{LinkMode, LinkState, PeerLink};
 use crate::places::Provider;
 use crate::signals;
+use crate::timeline::{self, mark};
 use crate::transport::{Transport, interrupted, would_block};
 use crate::workers::Pool;
 
@@ -206,9 +207,11 @@ impl Server {
         let timeout = self.next_timeout();
         let slept = Instant::now();
         self.turn += 1;
+        timeline::asleep(timeout);
         let result = self.poll.poll(&mut self.events, timeout);
         // This turn's log records carry the time it began (one clock read per turn).
         logging::turn_started();
+        timeline::awake(self.turn, &self.events);
         match result {
             Ok(()) => {
                 trace!(
@@ -336,6 +339,7 @@ impl Server {
         match Transport::register(stream, token, self.poll.registry(), false) {
             Ok(io) => {
                 log::info!("conn {} connected from {peer}", token.0);
+                mark!("accept", conn = token.0);
                 self.clients
                     .insert(token, Client::new(io, peer, self.max_line));
             }
@@ -372,6 +376,7 @@ impl Server {
             let result = client.io.read(&mut self.read_buf);
             if let Ok(Some(n)) = result {
                 client.input.extend(&self.read_buf[..n]);
+                mark!("read", conn = token.0, bytes = n);
             }
             match &result {
                 Ok(Some(0)) => trace!(self.trace, "conn {}: read end of input", token.0),
@@ -398,6 +403,7 @@ impl Server {
             return;
         };
         let mut handled = 0;
+        let begun = timeline::begin();
         while !client.input_closed {
             if client.io.backlog() > OUT_HIGH || client.replies.waiting() > MAX_WAITING {
                 client.paused = true;
@@ -463,6 +469,7 @@ impl Server {
                 let _ = liveness::watch(&client.io.stream);
             }
         }
+        timeline::lines_handled(begun, token.0, handled);
         self.dirty.push(token);
     }
 
@@ -506,6 +513,7 @@ impl Server {
             );
         }
         for done in finished {
+            timeline::lookup_delivered(done.flow);
             self.herd
                 .lookup_done(done, &mut self.clients, &mut self.dirty);
         }
@@ -537,6 +545,7 @@ impl Server {
             }
         }
         if self.accept_retry_at.is_some_and(|t| t <= now) {
+            mark!("accept retry");
             self.accept_retry_at = None;
             self.accept_ready();
         }
@@ -582,17 +591,20 @@ impl Server {
             };
             match client.io.flush(registry) {
                 Ok(0) => {}
-                Ok(n) => trace!(
-                    self.trace,
-                    "conn {}: wrote {n} bytes, {} left{}",
-                    token.0,
-                    client.io.backlog(),
-                    if client.io.backlog() > 0 {
-                        " (WRITABLE armed)"
-                    } else {
-                        ""
-                    }
-                ),
+                Ok(n) => {
+                    mark!("write", conn = token.0, bytes = n);
+                    trace!(
+                        self.trace,
+                        "conn {}: wrote {n} bytes, {} left{}",
+                        token.0,
+                        client.io.backlog(),
+                        if client.io.backlog() > 0 {
+                            " (WRITABLE armed)"
+                        } else {
+                            ""
+                        }
+                    )
+                }
                 Err(e) => {
                     self.to_close.push((token, format!("write error: {e}")));
                     continue;
@@ -652,6 +664,7 @@ impl Server {
         for (token, why) in std::mem::take(&mut self.to_close) {
             if let Some(mut client) = self.clients.remove(&token) {
                 trace!(self.trace, "conn {}: deregistered and closed", token.0);
+                mark!("close", conn = token.0, why = &why);
                 client.io.deregister(self.poll.registry());
                 log::info!("conn {} from {} closed: {why}", token.0, client.peer);
             }
@@ -699,6 +712,7 @@ impl Server {
         match result {
             Ok(transport) => {
                 log::debug!("link to {}: connecting (conn {})", link.name, token.0);
+                mark!("connect", link = &link.name, conn = token.0);
                 link.connecting(transport);
             }
             // A refusal can come straight back from connect().
@@ -789,6 +803,7 @@ impl Server {
                 self.trace,
                 "link to {}: wrote {wrote} bytes, {left} left", link.name
             );
+            mark!("write", link = &link.name, bytes = wrote, left = left);
             wrote_total += wrote;
             if left > 0 || !link.syncing() {
                 break;
@@ -814,6 +829,7 @@ impl Server {
             LinkMode::PerUpdate => format!("probe in {} ms", delay.as_millis()),
         };
         log::info!("link to {} down: {why}; {retry}", link.name);
+        mark!("link down", link = &link.name, why = why);
     }
 }
 

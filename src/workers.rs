@@ -16,6 +16,7 @@ use mio::Waker;
 
 use crate::json::{self, Prepared};
 use crate::places::{Provider, Query};
+use crate::timeline;
 
 /// What makes two lookups the same (and so shareable): the location, the radius and how
 /// many results are fetched. Floats are compared by their bits: `+34.5` and `+34.50` are one
@@ -58,11 +59,14 @@ pub struct Done {
     pub body: Arc<Prepared>,
     /// The provider's status, for the log.
     pub status: String,
+    /// The lookup's number on the timeline (0 without `--timeline`).
+    pub flow: u64,
 }
 
 /// The pool: a bounded job queue in, a channel of results out.
 pub struct Pool {
-    jobs: SyncSender<Job>,
+    /// Each job goes with its number on the timeline.
+    jobs: SyncSender<(Job, u64)>,
     results: Receiver<Done>,
 }
 
@@ -74,7 +78,7 @@ impl Pool {
         queue: usize,
         waker: Arc<Waker>,
     ) -> Pool {
-        let (jobs, job_rx) = mpsc::sync_channel::<Job>(queue);
+        let (jobs, job_rx) = mpsc::sync_channel::<(Job, u64)>(queue);
         let (done_tx, results) = mpsc::channel::<Done>();
         // std's Receiver is single-consumer; the workers take turns at it behind a mutex.
         let job_rx = Arc::new(Mutex::new(job_rx));
@@ -85,7 +89,7 @@ impl Pool {
             let waker = Arc::clone(&waker);
             thread::Builder::new()
                 .name(format!("places-{i}"))
-                .spawn(move || worker(&*provider, &job_rx, &done_tx, &waker))
+                .spawn(move || worker(i, &*provider, &job_rx, &done_tx, &waker))
                 .expect("cannot start a worker thread");
         }
         Pool { jobs, results }
@@ -93,7 +97,7 @@ impl Pool {
 
     /// Queues a job; `false` when the queue is full (the caller answers "busy").
     pub fn submit(&self, job: Job) -> bool {
-        match self.jobs.try_send(job) {
+        match self.jobs.try_send((job, timeline::lookup_queued())) {
             Ok(()) => true,
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
         }
@@ -107,19 +111,22 @@ impl Pool {
 
 /// One worker's life: take a job, look it up, hand the answer back, wake the loop.
 fn worker(
+    i: usize,
     provider: &dyn Provider,
-    jobs: &Mutex<Receiver<Job>>,
+    jobs: &Mutex<Receiver<(Job, u64)>>,
     done: &mpsc::Sender<Done>,
     waker: &Waker,
 ) {
+    timeline::worker_thread(i);
     loop {
         // The lock is held only while waiting for a job, never while looking it up.
         let job = match jobs.lock() {
             Ok(rx) => rx.recv(),
             Err(_) => return,
         };
-        let Ok(job) = job else { return }; // the server is gone
+        let Ok((job, flow)) = job else { return }; // the server is gone
         let started = Instant::now();
+        let begun = timeline::begin();
         // A provider bug must cost one reply, not a worker: turn a panic into an error body.
         let body = catch_unwind(AssertUnwindSafe(|| provider.nearby(&job.query)))
             .unwrap_or_else(|_| json::error_body("UNKNOWN_ERROR", "the places provider failed"));
@@ -141,11 +148,13 @@ fn worker(
             started.elapsed().as_secs_f64() * 1e3
         );
         let body = Arc::new(json::prepare(&body));
+        timeline::lookup_done(flow, begun, &status);
         if done
             .send(Done {
                 key: job.key,
                 body,
                 status,
+                flow,
             })
             .is_err()
         {
