@@ -233,7 +233,7 @@ pub fn lookup_queued() -> u64 {
 pub fn lookup_done(n: u64, begun: Option<u64>, status: &str) {
     let Some(begun) = begun else { return };
     let end = now_ns();
-    let middle = begun + (end - begun) / 2;
+    let middle = begun + end.saturating_sub(begun) / 2;
     with(|r| {
         r.slice(
             "lookup",
