@@ -69,6 +69,8 @@ pub struct Options {
     pub max_future: Option<Duration>,
     /// Write the loop as Chrome trace-event JSON to `<log-dir>/<SERVER>.trace.json`.
     pub timeline: bool,
+    /// Where a server's timeline file stops growing, in bytes.
+    pub timeline_max: u64,
     /// The arguments as given, minus `--herd`, for the children of `--herd`.
     pub passthrough: Vec<String>,
 }
@@ -189,6 +191,12 @@ fn definitions() -> getopts::Options {
         "write the loop as a trace for Perfetto to <log-dir>/<SERVER>.trace.json \
          (--herd: merged into herd.trace.json at the end)",
     );
+    o.optopt(
+        "",
+        "timeline-max",
+        "a server's timeline stops recording at this size, in MiB (default 16)",
+        "MIB",
+    );
     o
 }
 
@@ -287,6 +295,7 @@ pub fn parse(args: &[String]) -> Result<Parsed, String> {
             Some(_) => Some(Duration::from_secs(number(&m, "max-future", 0, 0)? as u64)),
         },
         timeline: m.opt_present("timeline"),
+        timeline_max: (number(&m, "timeline-max", 16, 1)? as u64).saturating_mul(1 << 20),
         passthrough: args.iter().filter(|a| *a != "--herd").cloned().collect(),
     })))
 }
@@ -330,7 +339,7 @@ pub fn run_server(options: &Options, name: &str) -> Result<(), String> {
         );
     }
     if options.timeline {
-        crate::timeline::start(&options.log_dir, name, me)?;
+        crate::timeline::start(&options.log_dir, name, me, options.timeline_max)?;
     }
     if source == crate::topology::DEFAULT_HERD_NAME {
         log::info!("{name}: no --topology given and no ./topology.txt here: using the {source}");

@@ -25,8 +25,9 @@
 //!
 //! **Cost.** Off, every hook is one branch on a flag ([`on`]), like `--trace`. On, an event
 //! is a lock, a clock read and about a hundred bytes formatted into a buffer that is written
-//! out every [`FLUSH_AT`] bytes. **Bounded:** a file stops growing at [`CAP`] bytes: the
-//! recorder then writes one last instant, `timeline full`, and records nothing more. The
+//! out every [`FLUSH_AT`] bytes. **Bounded:** a file stops growing at a cap in bytes
+//! (`--timeline-max`, [`DEFAULT_CAP`] unless told): the recorder then writes one last
+//! instant, `timeline full`, and records nothing more. The
 //! closing `]` is written when the server stops ([`finish`], after SIGTERM or SIGINT), so the
 //! file is valid JSON then; a server killed outright leaves it without its `]`, which both
 //! viewers accept (and [`merge`] mends).
@@ -39,10 +40,11 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// A server's file stops growing here (16 MiB, about 120,000 events: tens of thousands of
-/// turns). Five of them make a herd file that Perfetto opens in a few seconds.
-pub const CAP: u64 = 16 << 20;
-/// What the recorder keeps back below [`CAP`] for the last turn, the `timeline full` marker
+/// A server's file stops growing here unless `--timeline-max` says otherwise (16 MiB, about
+/// 150,000 events: a few seconds of a busy herd, hours of a quiet one). Five of them make a
+/// herd file that Perfetto opens in a few seconds.
+pub const DEFAULT_CAP: u64 = 16 << 20;
+/// What the recorder keeps back below the cap for the last turn, the `timeline full` marker
 /// and the closing `]`.
 const RESERVE: u64 = 4 << 10;
 /// The buffer is written to the file when it holds this much (and when the server stops).
@@ -118,14 +120,15 @@ macro_rules! mark {
 pub(crate) use mark;
 
 /// Starts recording to `<dir>/<name>.trace.json` (replacing an older one): names the
-/// process and the loop thread. `index` orders the servers' tracks as in the topology.
-pub fn start(dir: &Path, name: &str, index: usize) -> Result<(), String> {
+/// process and the loop thread. `index` orders the servers' tracks as in the topology; the
+/// file stops growing at `cap` bytes.
+pub fn start(dir: &Path, name: &str, index: usize, cap: u64) -> Result<(), String> {
     std::fs::create_dir_all(dir)
         .map_err(|e| format!("{}: cannot create log directory: {e}", dir.display()))?;
     let path = dir.join(format!("{name}.trace.json"));
     let file = File::create(&path)
         .map_err(|e| format!("{}: cannot create timeline: {e}", path.display()))?;
-    let mut recorder = Recorder::new(file, std::process::id(), CAP);
+    let mut recorder = Recorder::new(file, std::process::id(), cap);
     recorder.metadata("process_name", 0, "name", Arg::S(name));
     recorder.metadata("process_sort_index", 0, "sort_index", Arg::N(index as u64));
     recorder.metadata("thread_name", LOOP_TID, "name", Arg::S("loop"));
@@ -321,7 +324,7 @@ pub struct Recorder {
     pid: u32,
     /// Bytes written to the file so far.
     written: u64,
-    /// The file's bound (see [`CAP`]).
+    /// The file's bound (see [`DEFAULT_CAP`]).
     cap: u64,
     /// The cap was reached: nothing more is recorded.
     full: bool,
