@@ -314,8 +314,8 @@
 //!   (the Waker), and which writes the 564-byte reply 48 µs later and closes the connection.
 //!
 //! A timeline costs: one branch per hook when off; on, about a hundred bytes and a clock read
-//! per event, and each server's file stops at 16 MiB, `--timeline-max` (the README has the
-//! measured cost).
+//! per event, and each server's file stops at 16 MiB unless `--timeline-max` says otherwise
+//! (the README has the measured cost).
 //!
 //! [`LISTENER`]: crate::server::LISTENER
 //! [`WAKER`]: crate::server::WAKER
