@@ -439,6 +439,11 @@ mod tests {
         );
         assert_eq!(o.places, PlacesKind::Offline);
         assert_eq!(o.log_level, LevelFilter::Info);
+        assert!(!o.timeline);
+        assert_eq!(o.timeline_max, 16 << 20);
+        let o = options("Alford --timeline --timeline-max 2");
+        assert!(o.timeline);
+        assert_eq!(o.timeline_max, 2 << 20);
     }
 
     #[test]
@@ -477,6 +482,7 @@ mod tests {
             "Alford --places bing",
             "Alford --max-line 0",
             "Alford --workers x",
+            "Alford --timeline-max 0",
             "Alford --log-level loud",
             "Alford --frobnicate",
             "Alford --topology",
