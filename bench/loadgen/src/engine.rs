@@ -53,6 +53,9 @@ pub struct LoadConfig {
     pub query_ids: Vec<String>,
     /// Prefix of every generated client id, unique per run so that every IAMAT is new.
     pub id_prefix: String,
+    /// Every IAMAT from a new client (`PREFIX-CONN.SEQ`) instead of one client per
+    /// connection: N requests make N distinct clients the herd must remember.
+    pub distinct: bool,
 }
 
 /// When to count and when to stop.
@@ -173,6 +176,9 @@ fn push_request(
     newline: bool,
 ) {
     match kind {
+        ReqKind::Iamat if cfg.distinct => {
+            proto::push_iamat(out, &format!("{id}.{seq}"), clock.next(), newline)
+        }
         ReqKind::Iamat => proto::push_iamat(out, id, clock.next(), newline),
         ReqKind::Whatsat => {
             let q = &cfg.query_ids[(seq as usize) % cfg.query_ids.len()];

@@ -11,6 +11,7 @@
 //! Modes: `all` (the full benchmark), `smoke` (every tool once, tiny durations, exit status
 //! says whether all worked), `mixed`, `list`.
 
+mod flood;
 mod herd;
 mod mixed;
 mod procs;

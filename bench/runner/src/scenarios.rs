@@ -4,11 +4,12 @@
 //! A fresh herd per run keeps runs independent (no state, memory or log size carried from one
 //! scenario to the next) and lets each scenario choose the herd's options.
 
+use crate::flood;
 use crate::herd::{self, FARTHEST, HerdOpts, Impl, ImplKind, ORIGIN, Paths};
 use crate::procs::Proc;
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpStream};
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
+use std::time::Duration;
 
 /// The figures of one run, as the load generator's `RESULT` line gives them.
 pub type Metrics = BTreeMap<String, f64>;
@@ -243,6 +244,8 @@ pub fn applies(sc: &Scenario, imp: &Impl) -> bool {
             },
             ImplKind::Echo,
         ) => *kind == "iamat" && !log_off && stub_delay_ms.is_none(),
+        // Idle flood latency on the echo floor: the chain of bare forwarders.
+        (What::Flood { load_conns: 0 }, ImplKind::Echo) => true,
         (_, ImplKind::Echo) => false,
         _ => true,
     }
@@ -365,40 +368,24 @@ pub fn run_one(
         What::Flood { load_conns } => {
             opts.bench_port = Some(bench_port);
             let bench = SocketAddr::from(([127, 0, 0, 1], bench_port));
-            let wait: Vec<String> = herd::SERVERS
-                .iter()
-                .map(|n| addr_of(n).to_string())
-                .collect();
-            let samples = ((s.duration * 1000.0 / 5.0) as usize).clamp(20, 2000);
-            let out_path = paths.work.join(format!("{tag}.loadgen.out"));
-            let cmd = format!(
-                "{} flood --origin {origin} --listen {bench} --wait {} --samples {samples} --probe-secs {} --gap-ms 5 --load-conns {load_conns} --load-window {} --threads {} --max-secs {}",
-                paths.bin.join("loadgen").display(),
-                wait.join(","),
-                s.duration,
-                s.window,
-                s.threads,
-                s.duration + 60.0
-            );
-            // The bench listens before the herd starts, so the farthest server's link to it
-            // comes up at once instead of after a reconnect backoff.
-            let mut prober = Proc::spawn("loadgen-flood", &cmd, &out_path, &[])?;
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while TcpStream::connect_timeout(&bench, Duration::from_millis(200)).is_err() {
-                if prober.exited().is_some() || Instant::now() >= deadline {
-                    return Err("the flood prober did not start listening".into());
+            // The echo floor runs the path as a chain of bare forwarders (`flood`).
+            let floor = imp.kind == ImplKind::Echo;
+            let names: &[&str] = if floor { &flood::PATH } else { &herd::SERVERS };
+            let wait: Vec<SocketAddr> = names.iter().map(|n| addr_of(n)).collect();
+            let probe = flood::Probe {
+                origin,
+                bench,
+                wait: &wait,
+                expect: 1,
+                load_conns: *load_conns,
+            };
+            flood::run(&probe, s, paths, tag, || {
+                if floor {
+                    flood::start_floor(paths, tag, &wait, bench)
+                } else {
+                    herd::start(imp, paths, &opts, tag, herd_ports)
                 }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let mut h = herd::start(imp, paths, &opts, tag, herd_ports)?;
-            let status = prober.wait_for(Duration::from_secs_f64(s.duration + 90.0))?;
-            let output = std::fs::read_to_string(&out_path).unwrap_or_default();
-            if !status.success() {
-                let tail: Vec<&str> = output.lines().rev().take(3).collect();
-                return Err(format!("flood probe failed: {}", tail.join(" / ")));
-            }
-            h.check_alive()?;
-            parse_result(&output).ok_or_else(|| "no RESULT line from the flood probe".into())
+            })
         }
         What::Idle { conns } => {
             let h = herd::start(imp, paths, &opts, tag, herd_ports)?;
@@ -446,6 +433,9 @@ mod tests {
             .filter(|sc| applies(sc, &echo))
             .map(|sc| sc.id)
             .collect();
-        assert_eq!(ids, ["iamat-pipe-1", "iamat-pipe-64", "iamat-oneshot"]);
+        assert_eq!(
+            ids,
+            ["iamat-pipe-1", "iamat-pipe-64", "iamat-oneshot", "flood-idle"]
+        );
     }
 }
