@@ -7,6 +7,7 @@
 use crate::flood;
 use crate::herd::{self, FARTHEST, HerdOpts, Impl, ImplKind, ORIGIN, Paths};
 use crate::procs::Proc;
+use crate::{linklines, scale};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -31,6 +32,10 @@ pub enum What {
     Flood { load_conns: usize },
     /// This many idle client connections to the origin, and its memory.
     Idle { conns: usize },
+    /// Lines received on neighbour links across the herd per IAMAT (`linklines`).
+    LinkLines { requests: usize },
+    /// The slow scale scenarios (`scale`): run only when named with `--scenarios`.
+    Scale(scale::Kind),
 }
 
 /// One line of the results table: a figure from the run, how to show it.
@@ -76,6 +81,11 @@ pub struct Settings {
     pub window: usize,
     pub oneshot_conns: usize,
     pub threads: usize,
+    /// IAMATs of the link-lines scenario.
+    pub link_requests: usize,
+    /// Distinct clients of the scale scenarios, and the big herd's size.
+    pub scale_clients: usize,
+    pub big_herd: usize,
 }
 
 impl Settings {
@@ -90,6 +100,9 @@ impl Settings {
             window: 16,
             oneshot_conns: 64,
             threads: 1,
+            link_requests: 20_000,
+            scale_clients: 1_000_000,
+            big_herd: 50,
         }
     }
 
@@ -105,6 +118,9 @@ impl Settings {
             window: 8,
             oneshot_conns: 8,
             threads: 1,
+            link_requests: 500,
+            scale_clients: 3_000,
+            big_herd: 8,
         }
     }
 }
@@ -228,7 +244,16 @@ pub fn all(s: &Settings) -> Vec<Scenario> {
         what: log_off,
         rows: vec![rate, p99, cpu],
     });
+    list.push(linklines::scenario(s));
+    list.extend(scale::scenarios(s));
     list
+}
+
+impl Scenario {
+    /// Slow scenarios that `all` runs only when named with `--scenarios`.
+    pub fn opt_in(&self) -> bool {
+        matches!(self.what, What::Scale(_))
+    }
 }
 
 /// Whether a scenario means anything for an implementation.
@@ -246,6 +271,8 @@ pub fn applies(sc: &Scenario, imp: &Impl) -> bool {
         ) => *kind == "iamat" && !log_off && stub_delay_ms.is_none(),
         // Idle flood latency on the echo floor: the chain of bare forwarders.
         (What::Flood { load_conns: 0 }, ImplKind::Echo) => true,
+        // A million IAMATs or fifty servers would take asyncio many minutes.
+        (What::Scale(_), k) => *k != ImplKind::Echo && *k != ImplKind::Asyncio,
         (_, ImplKind::Echo) => false,
         _ => true,
     }
@@ -267,7 +294,12 @@ pub fn parse_result(output: &str) -> Option<Metrics> {
 
 /// Runs the load generator with `args` to completion (bounded by `limit`) and returns its
 /// figures, or its error output.
-fn loadgen(paths: &Paths, args: &[String], tag: &str, limit: Duration) -> Result<Metrics, String> {
+pub fn loadgen(
+    paths: &Paths,
+    args: &[String],
+    tag: &str,
+    limit: Duration,
+) -> Result<Metrics, String> {
     let out_path = paths.work.join(format!("{tag}.loadgen.out"));
     let cmd = format!("{} {}", paths.bin.join("loadgen").display(), args.join(" "));
     let mut p = Proc::spawn("loadgen", &cmd, &out_path, &[])?;
@@ -387,6 +419,8 @@ pub fn run_one(
                 }
             })
         }
+        What::LinkLines { requests } => linklines::run(imp, *requests, paths, &opts, tag),
+        What::Scale(kind) => scale::run(kind, imp, s, paths, shared_stub_url, tag),
         What::Idle { conns } => {
             let h = herd::start(imp, paths, &opts, tag, herd_ports)?;
             let args = vec![
