@@ -155,7 +155,7 @@ fn million(
     };
     let mut h = herd::start(imp, paths, &opts, tag, &ports[..SERVERS.len()])?;
     let before: Vec<u64> = h.procs.iter().map(|p| rss_kb(p.pid())).collect();
-    counter.arm(n);
+    counter.arm(n, false);
     let t_load = Instant::now();
     let args = [
         "run".to_string(),
@@ -236,7 +236,7 @@ fn restart_farthest(
     let mut clients = Proc::spawn("loadgen-clients", &cmd, &out_path, &[])?;
     // The measured window opens at the end of the warm-up, just before the kill.
     std::thread::sleep(Duration::from_secs_f64(warmup + 0.05));
-    counter.arm(n);
+    counter.arm(n, true);
     let restarted = h.kill_and_restart(FARTHEST)?;
     let caught_up = counter.wait(Duration::from_secs(300));
     let _ = std::fs::write(&stop_file, b"");
@@ -312,12 +312,15 @@ impl Counter {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Starts counting afresh, on connections accepted from now on, towards `target`.
-    fn arm(&self, target: usize) {
+    /// Starts counting afresh towards `target`; with `new_links`, only on connections
+    /// accepted from now on (those of a restarted server).
+    fn arm(&self, target: usize, new_links: bool) {
         let mut c = self.lock();
         c.seen.clear();
         c.target = target;
-        c.from_conn = c.next_conn;
+        if new_links {
+            c.from_conn = c.next_conn;
+        }
         c.first = None;
         c.reached = None;
     }
