@@ -281,6 +281,7 @@ pub fn load_config(origin: SocketAddr, conns: usize, window: usize, threads: usi
         query_ids: Vec::new(),
         id_prefix: format!("lg{}f", std::process::id()),
         distinct: false,
+        rate: None,
     }
 }
 

@@ -30,6 +30,7 @@ usage:
                 [--style pipelined|oneshot] [--conns N] [--window N] [--threads N]
                 [--duration SECS] [--warmup SECS] [--requests N] [--pids PID,...] [--echo]
                 [--radius KM] [--bound N] [--ids N] [--distinct] [--id-prefix P] [--stop-file PATH]
+                [--rate PER_SEC]
   loadgen flood --origin HOST:PORT --listen HOST:PORT [--wait HOST:PORT,...] [--samples N]
                 [--probe-secs SECS] [--gap-ms MS] [--load-conns N] [--load-window N] [--threads N] [--pids PID,...]
                 [--max-secs SECS] [--expect N]
@@ -183,6 +184,10 @@ fn cmd_run(a: &Args) -> Result<(), String> {
         query_ids: (0..ids.max(1)).map(|i| format!("lg{pid}q{i}")).collect(),
         id_prefix: a.str("id-prefix", &format!("lg{pid}c")),
         distinct: a.flag("distinct"),
+        rate: match a.values.get("rate") {
+            Some(_) => Some(a.num::<f64>("rate", 0.0)?.max(1.0)),
+            None => None,
+        },
     };
     let requests: Option<u64> = match a.values.get("requests") {
         Some(_) => Some(a.num("requests", 0)?),

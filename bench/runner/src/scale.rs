@@ -78,7 +78,7 @@ pub fn scenarios(s: &Settings) -> Vec<Scenario> {
         Scenario {
             id: "scale-restart".into(),
             title: format!(
-                "{FARTHEST} killed and restarted while {n} clients are known; 16 clients (window 1) at the other four"
+                "{FARTHEST} killed and restarted while {n} clients are known; {CLIENT_RATE} IAMATs/s from 16 clients at the other four"
             ),
             what: What::Scale(Kind::Million {
                 clients: n,
@@ -205,10 +205,15 @@ fn million(
     Ok(m)
 }
 
-/// Kills and restarts Powell while a closed-loop IAMAT load (16 connections, one request in
-/// flight each, every IAMAT newer and flooded) runs at the other four servers; measures the
-/// time until Powell holds all `n` clients again and the load's latency meanwhile (from just
-/// before the kill until then).
+/// IAMATs per second of the clients at the other servers while Powell catches up: a steady
+/// load that leaves the herd room, so the catch-up is measured with clients around, not
+/// against as much load as the herd can take.
+const CLIENT_RATE: u32 = 2000;
+
+/// Kills and restarts Powell while clients send `CLIENT_RATE` IAMATs a second (16
+/// connections, one request in flight each, every IAMAT newer and flooded) to the other four
+/// servers; measures the time until Powell holds all `n` clients again and the clients'
+/// latency meanwhile (from just before the kill until then).
 fn restart_farthest(
     h: &mut Herd,
     n: usize,
@@ -227,7 +232,7 @@ fn restart_farthest(
     let out_path = paths.work.join(format!("{tag}-clients.loadgen.out"));
     let warmup = 0.5;
     let cmd = format!(
-        "{} run --target {} --conns 16 --window 1 --warmup {warmup} --duration 3600 --stop-file {} --id-prefix r{}",
+        "{} run --target {} --conns 16 --window 1 --rate {CLIENT_RATE} --warmup {warmup} --duration 3600 --stop-file {} --id-prefix r{}",
         paths.bin.join("loadgen").display(),
         others.join(","),
         stop_file.display(),
