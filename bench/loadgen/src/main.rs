@@ -213,12 +213,17 @@ fn cmd_run(a: &Args) -> Result<(), String> {
     let control = Control::new(requests);
     // Ended from outside (the runner's scale scenarios): the run stops once this file exists.
     if let Some(path) = a.values.get("stop-file") {
-        let (path, control) = (std::path::PathBuf::from(path), std::sync::Arc::clone(&control));
+        let (path, control) = (
+            std::path::PathBuf::from(path),
+            std::sync::Arc::clone(&control),
+        );
         std::thread::spawn(move || {
             while !path.exists() {
                 std::thread::sleep(Duration::from_millis(10));
             }
-            control.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            control
+                .stop
+                .store(true, std::sync::atomic::Ordering::Relaxed);
         });
     }
     // CPU is read at the start of the window, after the warm-up, by a helper thread.

@@ -68,8 +68,11 @@ impl Proxies {
                     std::thread::sleep(Duration::from_millis(2));
                     continue;
                 };
-                let (lines, connected, stop) =
-                    (Arc::clone(&lines), Arc::clone(&connected), Arc::clone(&stop));
+                let (lines, connected, stop) = (
+                    Arc::clone(&lines),
+                    Arc::clone(&connected),
+                    Arc::clone(&stop),
+                );
                 std::thread::spawn(move || relay(from, to, &lines, &connected, &stop));
             }
         });
@@ -77,9 +80,7 @@ impl Proxies {
     }
 
     fn all_connected(&self) -> bool {
-        self.connected
-            .iter()
-            .all(|c| c.load(Ordering::Relaxed) > 0)
+        self.connected.iter().all(|c| c.load(Ordering::Relaxed) > 0)
     }
 }
 

@@ -45,18 +45,48 @@ const fn row(key: &'static str, label: &'static str, scale: f64, decimals: usize
 pub fn scenarios(s: &Settings) -> Vec<Scenario> {
     let n = s.scale_clients;
     let memory = vec![
-        row("bytes_per_location", "Powell: RSS per stored location (bytes)", 1.0, 0),
-        row("bytes_per_location_max", "largest of the five (bytes)", 1.0, 0),
+        row(
+            "bytes_per_location",
+            "Powell: RSS per stored location (bytes)",
+            1.0,
+            0,
+        ),
+        row(
+            "bytes_per_location_max",
+            "largest of the five (bytes)",
+            1.0,
+            0,
+        ),
         row("rss_kb", "Powell RSS holding them (MB)", 1.0 / 1024.0, 1),
         row("load_rate", "loading: IAMATs/s", 1.0, 0),
-        row("known_s", "loading: start to Powell holding all (s)", 1.0, 2),
+        row(
+            "known_s",
+            "loading: start to Powell holding all (s)",
+            1.0,
+            2,
+        ),
     ];
     let mut restart = memory.clone();
     restart.extend([
-        row("catchup_s", "Powell restarted: to holding all again (s)", 1.0, 2),
+        row(
+            "catchup_s",
+            "Powell restarted: to holding all again (s)",
+            1.0,
+            2,
+        ),
         row("first_s", "Powell restarted: to its first line (s)", 1.0, 2),
-        row("client_p50_us", "meanwhile, other servers' IAMAT p50 (ms)", 0.001, 2),
-        row("client_p99_us", "meanwhile, other servers' IAMAT p99 (ms)", 0.001, 2),
+        row(
+            "client_p50_us",
+            "meanwhile, other servers' IAMAT p50 (ms)",
+            0.001,
+            2,
+        ),
+        row(
+            "client_p99_us",
+            "meanwhile, other servers' IAMAT p99 (ms)",
+            0.001,
+            2,
+        ),
         row("client_rate", "meanwhile, their IAMAT replies/s", 1.0, 0),
     ]);
     let hops = Row {
@@ -98,7 +128,12 @@ pub fn scenarios(s: &Settings) -> Vec<Scenario> {
             rows: vec![
                 row("idle_p50_us", "idle: p50 (ms)", 0.001, 2),
                 row("idle_p99_us", "idle: p99 (ms)", 0.001, 2),
-                row("load_p50_us", "under 64-conn IAMAT load: p50 (ms)", 0.001, 2),
+                row(
+                    "load_p50_us",
+                    "under 64-conn IAMAT load: p50 (ms)",
+                    0.001,
+                    2,
+                ),
                 row("load_p99_us", "under load: p99 (ms)", 0.001, 2),
                 row("load_lost", "under load: probes lost", 1.0, 0),
                 row("load_rate", "load replies/s", 1.0, 0),
@@ -165,7 +200,12 @@ fn million(
         format!("--requests {n}"),
         "--conns 64 --window 16 --duration 3600".into(),
     ];
-    let load = scenarios::loadgen(paths, &args, &format!("{tag}-load"), Duration::from_secs(900))?;
+    let load = scenarios::loadgen(
+        paths,
+        &args,
+        &format!("{tag}-load"),
+        Duration::from_secs(900),
+    )?;
     let answered = load.get("all_replies").copied().unwrap_or(0.0);
     if answered < n as f64 {
         return Err(format!("only {answered} of {n} IAMATs were answered"));
@@ -180,7 +220,10 @@ fn million(
     let mut per_location = Vec::new();
     for (p, b) in h.procs.iter().zip(&before) {
         let after = rss_kb(p.pid());
-        per_location.push((p.name.clone(), after.saturating_sub(*b) as f64 * 1024.0 / n as f64));
+        per_location.push((
+            p.name.clone(),
+            after.saturating_sub(*b) as f64 * 1024.0 / n as f64,
+        ));
         if p.name == FARTHEST {
             m.insert("rss_kb".into(), after as f64);
         }
@@ -251,7 +294,10 @@ fn restart_farthest(
     })?;
     let output = std::fs::read_to_string(&out_path).unwrap_or_default();
     if !status.is_ok_and(|s| s.success()) {
-        return Err(format!("the clients' load failed (see {})", out_path.display()));
+        return Err(format!(
+            "the clients' load failed (see {})",
+            out_path.display()
+        ));
     }
     let load = parse_result(&output).ok_or("no RESULT line from the clients' load")?;
     h.check_alive()?;
@@ -387,7 +433,10 @@ fn count_link(
         };
         let at = Instant::now();
         pending.extend_from_slice(&buf[..n]);
-        let end = pending.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+        let end = pending
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |p| p + 1);
         keys.clear();
         keys.extend(
             pending[..end]
@@ -456,7 +505,10 @@ fn farthest_hops(n: usize, links: &[(usize, usize)]) -> usize {
             }
         }
     }
-    dist.into_iter().filter(|&d| d != usize::MAX).max().unwrap_or(0)
+    dist.into_iter()
+        .filter(|&d| d != usize::MAX)
+        .max()
+        .unwrap_or(0)
 }
 
 /// The topology of the big herd, with the bench a neighbour of every server.
@@ -468,9 +520,16 @@ fn big_topology(names: &[String], ports: &[u16], links: &[(usize, usize)], bench
             .filter(|(a, _)| *a == i)
             .map(|(_, b)| names[*b].as_str())
             .collect();
-        text.push_str(&format!("{name} 127.0.0.1:{port} {}\n", neighbours.join(" ")));
+        text.push_str(&format!(
+            "{name} 127.0.0.1:{port} {}\n",
+            neighbours.join(" ")
+        ));
     }
-    text.push_str(&format!("{} 127.0.0.1:{bench} {}\n", herd::BENCH, names.join(" ")));
+    text.push_str(&format!(
+        "{} 127.0.0.1:{bench} {}\n",
+        herd::BENCH,
+        names.join(" ")
+    ));
     text
 }
 
@@ -523,7 +582,10 @@ fn big_herd(
             m.insert(format!("{phase}_{key}"), r.get(key).copied().unwrap_or(0.0));
         }
         if load_conns > 0 {
-            m.insert("load_rate".into(), r.get("load_rate").copied().unwrap_or(0.0));
+            m.insert(
+                "load_rate".into(),
+                r.get("load_rate").copied().unwrap_or(0.0),
+            );
         }
     }
     Ok(m)

@@ -469,7 +469,12 @@ mod tests {
             .collect();
         assert_eq!(
             ids,
-            ["iamat-pipe-1", "iamat-pipe-64", "iamat-oneshot", "flood-idle"]
+            [
+                "iamat-pipe-1",
+                "iamat-pipe-64",
+                "iamat-oneshot",
+                "flood-idle"
+            ]
         );
     }
 }
