@@ -185,32 +185,49 @@ fn upstream_closed(stream: &mut TcpStream, buf: &mut [u8]) -> bool {
     }
 }
 
-/// Writes what waits for the next hop; asks for WRITABLE only while bytes remain.
+/// Writes what waits for the next hop.
 fn flush_forward(poll: &Poll, f: &mut Forward) -> io::Result<()> {
     if f.closed {
         f.out.clear();
         return Ok(());
     }
-    while !f.out.is_empty() {
-        match f.stream.write(&f.out) {
+    write_pending(
+        poll,
+        &mut f.stream,
+        UPSTREAM,
+        &mut f.out,
+        &mut f.writable_registered,
+    )
+}
+
+/// Writes as much of `out` as the socket takes at once; only a connection with bytes left
+/// over waits for WRITABLE (`registered` says whether it does now).
+fn write_pending(
+    poll: &Poll,
+    stream: &mut TcpStream,
+    token: Token,
+    out: &mut Vec<u8>,
+    registered: &mut bool,
+) -> io::Result<()> {
+    while !out.is_empty() {
+        match stream.write(out) {
             Ok(n) => {
-                f.out.drain(..n);
+                out.drain(..n);
             }
             Err(err) if would_block(&err) => break,
             Err(err) if interrupted(&err) => continue,
             Err(err) => return Err(err),
         }
     }
-    let want_writable = !f.out.is_empty();
-    if want_writable != f.writable_registered {
+    let want_writable = !out.is_empty();
+    if want_writable != *registered {
         let interest = if want_writable {
             Interest::READABLE | Interest::WRITABLE
         } else {
             Interest::READABLE
         };
-        poll.registry()
-            .reregister(&mut f.stream, UPSTREAM, interest)?;
-        f.writable_registered = want_writable;
+        poll.registry().reregister(stream, token, interest)?;
+        *registered = want_writable;
     }
     Ok(())
 }
@@ -291,32 +308,15 @@ fn conn_ready(
     if let Some(f) = forward {
         let _ = flush_forward(poll, f);
     }
-    // Write at once; only a connection with bytes left over waits for WRITABLE.
-    while !conn.out.is_empty() {
-        match conn.stream.write(&conn.out) {
-            Ok(n) => {
-                conn.out.drain(..n);
-            }
-            Err(err) if would_block(&err) => break,
-            Err(err) if interrupted(&err) => continue,
-            Err(_) => return true,
-        }
-    }
-    let want_writable = !conn.out.is_empty();
-    if want_writable != conn.writable_registered {
-        let interest = if want_writable {
-            Interest::READABLE | Interest::WRITABLE
-        } else {
-            Interest::READABLE
-        };
-        if poll
-            .registry()
-            .reregister(&mut conn.stream, token, interest)
-            .is_err()
-        {
-            return true;
-        }
-        conn.writable_registered = want_writable;
+    let written = write_pending(
+        poll,
+        &mut conn.stream,
+        token,
+        &mut conn.out,
+        &mut conn.writable_registered,
+    );
+    if written.is_err() {
+        return true;
     }
     conn.eof && conn.out.is_empty()
 }

@@ -13,7 +13,7 @@
 use crate::flood;
 use crate::herd::{self, FARTHEST, Herd, HerdOpts, Impl, ORIGIN, Paths, SERVERS};
 use crate::procs::Proc;
-use crate::scenarios::{self, Metrics, Row, Scenario, Settings, What, parse_result};
+use crate::scenarios::{self, Metrics, Row, Scenario, Settings, What, parse_result, row};
 use std::collections::HashSet;
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -29,16 +29,6 @@ pub enum Kind {
     Million { clients: usize, restart: bool },
     /// A generated herd of `servers` (a ring with chords); flood latency to all of them.
     BigHerd { servers: usize },
-}
-
-const fn row(key: &'static str, label: &'static str, scale: f64, decimals: usize) -> Row {
-    Row {
-        key,
-        label,
-        scale,
-        decimals,
-        ratio: true,
-    }
 }
 
 /// The scale scenarios, in table order.

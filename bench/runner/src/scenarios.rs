@@ -58,7 +58,7 @@ pub struct Scenario {
     pub rows: Vec<Row>,
 }
 
-const fn row(key: &'static str, label: &'static str, scale: f64, decimals: usize) -> Row {
+pub const fn row(key: &'static str, label: &'static str, scale: f64, decimals: usize) -> Row {
     Row {
         key,
         label,
