@@ -6,7 +6,10 @@
 //! proxies forward to). Every byte a server sends to a neighbour passes one proxy, which
 //! counts the newlines. The load is `requests` pipelined IAMATs to Hamilton, each from a
 //! client whose time is newer, so each is flooded through the whole herd; once the count has
-//! not moved for a second, lines / IAMATs answered is the figure. Flooding to every neighbour
+//! not moved for a second, lines / IAMATs answered is the figure. Ten IAMATs one at a time go
+//! first, uncounted: the figure is the herd's steady state, after whatever it learns about
+//! its links from the first lines (a proxy-herd link learns from its first line whether the
+//! neighbour reads `via=`; until then lines go back where they came from). Flooding to every neighbour
 //! including the sender gives 2E = 10 in the default herd (E = 5 links); sending nothing back
 //! where a line came from gives 2E − (N − 1) = 6.
 
@@ -17,6 +20,9 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+
+/// IAMATs sent one at a time before the count starts.
+const WARMUP_IAMATS: usize = 10;
 
 pub fn scenario(s: &Settings) -> Scenario {
     Scenario {
@@ -77,6 +83,20 @@ impl Proxies {
             }
         });
         Ok(port)
+    }
+
+    /// Waits until no line has passed for a second (bounded: a minute); returns the count.
+    fn quiet(&self) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut last = self.lines.load(Ordering::Relaxed);
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+            let now = self.lines.load(Ordering::Relaxed);
+            if now == last || Instant::now() >= deadline {
+                return now;
+            }
+            last = now;
+        }
     }
 
     fn all_connected(&self) -> bool {
@@ -181,7 +201,22 @@ pub fn run(
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let before = proxies.lines.load(Ordering::Relaxed);
+    // Warm-up, not counted: a few IAMATs one at a time, so that whatever the herd learns
+    // about its links from the first lines (proxy-herd: which neighbours read `via=`) is
+    // learned before the count starts. The count is the herd's steady state.
+    let warmup = [
+        "run".to_string(),
+        format!("--target {}", h.addr(ORIGIN)),
+        format!("--requests {WARMUP_IAMATS} --conns 1 --window 1 --duration 60"),
+    ];
+    let start = proxies.lines.load(Ordering::Relaxed);
+    scenarios::loadgen(
+        paths,
+        &warmup,
+        &format!("{tag}-warmup"),
+        Duration::from_secs(90),
+    )?;
+    let before = proxies.quiet();
     let args = [
         "run".to_string(),
         format!("--target {}", h.addr(ORIGIN)),
@@ -189,17 +224,7 @@ pub fn run(
         "--conns 16 --window 16 --duration 600".into(),
     ];
     let load = scenarios::loadgen(paths, &args, tag, Duration::from_secs(660))?;
-    // Wait until the floods have died down: no line for a second (bounded).
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut last = proxies.lines.load(Ordering::Relaxed);
-    loop {
-        std::thread::sleep(Duration::from_secs(1));
-        let now = proxies.lines.load(Ordering::Relaxed);
-        if now == last || Instant::now() >= deadline {
-            break;
-        }
-        last = now;
-    }
+    let last = proxies.quiet();
     h.check_alive()?;
     let answered = load.get("all_replies").copied().unwrap_or(0.0);
     if answered <= 0.0 {
@@ -210,5 +235,6 @@ pub fn run(
     m.insert("lines_per_iamat".into(), lines / answered);
     m.insert("link_lines".into(), lines);
     m.insert("iamats".into(), answered);
+    m.insert("warmup_lines".into(), (before - start) as f64);
     Ok(m)
 }
