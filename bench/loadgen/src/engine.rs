@@ -53,6 +53,41 @@ pub struct LoadConfig {
     pub query_ids: Vec<String>,
     /// Prefix of every generated client id, unique per run so that every IAMAT is new.
     pub id_prefix: String,
+    /// Every IAMAT from a new client (`PREFIX-CONN.SEQ`) instead of one client per
+    /// connection: N requests make N distinct clients the herd must remember.
+    pub distinct: bool,
+    /// At most this many requests per second in all (pipelined style): a steady load that
+    /// leaves the server room, instead of as much as it can answer.
+    pub rate: Option<f64>,
+}
+
+/// The request budget of a paced thread: `per_sec` tokens a second, at most 10 ms' worth saved.
+struct Pace {
+    per_sec: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl Pace {
+    fn new(per_sec: f64) -> Pace {
+        Pace {
+            per_sec,
+            tokens: 1.0,
+            last: Instant::now(),
+        }
+    }
+
+    fn take(&mut self, now: Instant) -> bool {
+        let earned = now.saturating_duration_since(self.last).as_secs_f64() * self.per_sec;
+        self.tokens = (self.tokens + earned).min((self.per_sec / 100.0).max(1.0));
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// When to count and when to stop.
@@ -173,6 +208,9 @@ fn push_request(
     newline: bool,
 ) {
     match kind {
+        ReqKind::Iamat if cfg.distinct => {
+            proto::push_iamat(out, &format!("{id}.{seq}"), clock.next(), newline)
+        }
         ReqKind::Iamat => proto::push_iamat(out, id, clock.next(), newline),
         ReqKind::Whatsat => {
             let q = &cfg.query_ids[(seq as usize) % cfg.query_ids.len()];
@@ -278,6 +316,10 @@ fn run_pipelined(cfg: &LoadConfig, mine: &[usize], phases: Phases, control: &Con
 
     let mut events = Events::with_capacity(1024);
     let mut buf = vec![0u8; 64 * 1024];
+    // This thread's share of the rate.
+    let mut pace = cfg
+        .rate
+        .map(|r| Pace::new(r * mine.len() as f64 / cfg.conns.max(1) as f64));
     loop {
         let now = Instant::now();
         if now >= phases.end || control.stop.load(Ordering::Relaxed) {
@@ -289,21 +331,32 @@ fn run_pipelined(cfg: &LoadConfig, mine: &[usize], phases: Phases, control: &Con
         if pipes.iter().all(|p| p.dead) {
             break;
         }
-        if let Err(e) = poll.poll(&mut events, Some(poll_timeout(&phases, now, false))) {
+        let soon = pace.is_some();
+        if let Err(e) = poll.poll(&mut events, Some(poll_timeout(&phases, now, soon))) {
             if interrupted(&e) {
                 continue;
             }
             out.error(|| format!("poll: {e}"));
             break;
         }
-        for event in events.iter() {
-            let Some(pipe) = pipes.get_mut(event.token().0) else {
+        let mut ready: Vec<usize> = events.iter().map(|e| e.token().0).collect();
+        // Paced: connections with room in their window send when the budget allows, events
+        // or not.
+        if pace.is_some() {
+            ready.extend(
+                (0..pipes.len())
+                    .filter(|&i| pipes[i].connected && pipes[i].inflight.len() < cfg.window),
+            );
+        }
+        for i in ready {
+            let Some(pipe) = pipes.get_mut(i) else {
                 continue;
             };
             if pipe.dead {
                 continue;
             }
-            if let Err(e) = pipe_ready(cfg, pipe, &phases, control, &mut out, &mut buf) {
+            let r = pipe_ready(cfg, pipe, &phases, control, &mut pace, &mut out, &mut buf);
+            if let Err(e) = r {
                 pipe.dead = true;
                 // Requests that will never be answered are errors too.
                 out.errors += pipe.inflight.len() as u64;
@@ -323,6 +376,7 @@ fn pipe_ready(
     pipe: &mut Pipe,
     phases: &Phases,
     control: &Control,
+    pace: &mut Option<Pace>,
     out: &mut Outcome,
     buf: &mut [u8],
 ) -> io::Result<()> {
@@ -380,7 +434,10 @@ fn pipe_ready(
 
     // Refill the window: every request freed by this read goes out in one write.
     if now < phases.end && !control.stop.load(Ordering::Relaxed) {
-        while pipe.inflight.len() < cfg.window && control.take_ticket() {
+        while pipe.inflight.len() < cfg.window
+            && pace.as_mut().is_none_or(|p| p.take(now))
+            && control.take_ticket()
+        {
             let kind = pick_kind(cfg, pipe.seq);
             push_request(
                 cfg,

@@ -32,6 +32,10 @@ pub struct FloodConfig {
     /// IAMAT load to run alongside, if any (pipelined, to the origin).
     pub load: Option<LoadConfig>,
     pub max_time: Duration,
+    /// How many distinct links must bring a probe before it counts as arrived: 1 for the
+    /// farthest server; every server's count when the bench is a neighbour of all of them
+    /// (the time to reach the whole herd).
+    pub expect: usize,
 }
 
 pub struct FloodOutcome {
@@ -49,7 +53,7 @@ pub fn bind(listen: SocketAddr) -> std::io::Result<TcpListener> {
 pub fn run(cfg: FloodConfig, listener: TcpListener) -> Result<FloodOutcome, String> {
     let deadline = Instant::now() + cfg.max_time;
     let prefix = format!("fl{}x", std::process::id());
-    let (tx, rx) = mpsc::channel::<(u64, Instant)>();
+    let (tx, rx) = mpsc::channel::<Arrival>();
     spawn_acceptor(listener, prefix.clone(), tx);
 
     for addr in &cfg.wait_for {
@@ -62,7 +66,7 @@ pub fn run(cfg: FloodConfig, listener: TcpListener) -> Result<FloodOutcome, Stri
     let mut linked = false;
     while Instant::now() < deadline {
         let seq = probe.send()?;
-        if wait_for_seq(&rx, seq, Duration::from_millis(500)).is_some() {
+        if wait_for_seq(&rx, seq, cfg.expect, Duration::from_millis(500)).is_some() {
             linked = true;
             break;
         }
@@ -97,7 +101,7 @@ pub fn run(cfg: FloodConfig, listener: TcpListener) -> Result<FloodOutcome, Stri
         }
         let sent_at = Instant::now();
         let seq = probe.send()?;
-        match wait_for_seq(&rx, seq, LOST_AFTER) {
+        match wait_for_seq(&rx, seq, cfg.expect, LOST_AFTER) {
             Some(arrived) => {
                 hist.record(arrived.saturating_duration_since(sent_at).as_nanos() as u64)
             }
@@ -122,13 +126,30 @@ pub fn run(cfg: FloodConfig, listener: TcpListener) -> Result<FloodOutcome, Stri
     Ok(FloodOutcome { hist, lost, load })
 }
 
-/// Waits for the arrival of probe `seq`, dropping stale arrivals of earlier probes.
-fn wait_for_seq(rx: &Receiver<(u64, Instant)>, seq: u64, timeout: Duration) -> Option<Instant> {
+/// A probe seen on a link: its number, when the read that brought it returned, which link.
+type Arrival = (u64, Instant, usize);
+
+/// Waits until probe `seq` has arrived over `expect` distinct links and returns the time of
+/// the last of them, dropping stale arrivals of earlier probes.
+fn wait_for_seq(
+    rx: &Receiver<Arrival>,
+    seq: u64,
+    expect: usize,
+    timeout: Duration,
+) -> Option<Instant> {
     let deadline = Instant::now() + timeout;
+    let mut links: Vec<usize> = Vec::new();
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
-            Ok((s, at)) if s == seq => return Some(at),
+            Ok((s, at, link)) if s == seq => {
+                if !links.contains(&link) {
+                    links.push(link);
+                }
+                if links.len() >= expect.max(1) {
+                    return Some(at);
+                }
+            }
             Ok(_) => continue,
             Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => return None,
         }
@@ -146,22 +167,22 @@ fn wait_until_listening(addr: SocketAddr, deadline: Instant) -> Result<(), Strin
 }
 
 /// Accepts the herd's links to us; each gets a reader thread.
-fn spawn_acceptor(listener: TcpListener, prefix: String, tx: Sender<(u64, Instant)>) {
+fn spawn_acceptor(listener: TcpListener, prefix: String, tx: Sender<Arrival>) {
     let prefix = Arc::new(prefix);
     // Links that connect more than once (reconnects) each get their own reader.
     std::thread::spawn(move || {
-        for stream in listener.incoming() {
+        for (link, stream) in listener.incoming().enumerate() {
             let Ok(stream) = stream else { continue };
             let tx = tx.clone();
             let prefix = Arc::clone(&prefix);
-            std::thread::spawn(move || read_link(stream, &prefix, &tx));
+            std::thread::spawn(move || read_link(stream, link, &prefix, &tx));
         }
     });
 }
 
 /// Reads one neighbour link, timestamping each read as soon as it returns, and reports the
 /// probes found in it. Every other AT line (the load's) is skipped.
-fn read_link(mut stream: TcpStream, prefix: &str, tx: &Sender<(u64, Instant)>) {
+fn read_link(mut stream: TcpStream, link: usize, prefix: &str, tx: &Sender<Arrival>) {
     let mut buf = vec![0u8; 256 * 1024];
     let mut pending: Vec<u8> = Vec::new();
     loop {
@@ -174,7 +195,7 @@ fn read_link(mut stream: TcpStream, prefix: &str, tx: &Sender<(u64, Instant)>) {
         let mut start = 0;
         while let Some(pos) = pending[start..].iter().position(|&b| b == b'\n') {
             if let Some(seq) = probe_seq(&pending[start..start + pos], prefix)
-                && tx.send((seq, at)).is_err()
+                && tx.send((seq, at, link)).is_err()
             {
                 return;
             }
@@ -259,6 +280,8 @@ pub fn load_config(origin: SocketAddr, conns: usize, window: usize, threads: usi
         bound: 5,
         query_ids: Vec::new(),
         id_prefix: format!("lg{}f", std::process::id()),
+        distinct: false,
+        rate: None,
     }
 }
 

@@ -29,10 +29,11 @@ usage:
   loadgen run   --target HOST:PORT[,HOST:PORT...] [--kind iamat|whatsat|mixed] [--whatsat-pct N]
                 [--style pipelined|oneshot] [--conns N] [--window N] [--threads N]
                 [--duration SECS] [--warmup SECS] [--requests N] [--pids PID,...] [--echo]
-                [--radius KM] [--bound N] [--ids N]
+                [--radius KM] [--bound N] [--ids N] [--distinct] [--id-prefix P] [--stop-file PATH]
+                [--rate PER_SEC]
   loadgen flood --origin HOST:PORT --listen HOST:PORT [--wait HOST:PORT,...] [--samples N]
                 [--probe-secs SECS] [--gap-ms MS] [--load-conns N] [--load-window N] [--threads N] [--pids PID,...]
-                [--max-secs SECS]
+                [--max-secs SECS] [--expect N]
   loadgen idle  --target HOST:PORT --conns N [--pids PID,...] [--hold-secs SECS]
 ";
 
@@ -119,7 +120,7 @@ fn main() -> ExitCode {
     };
     let rest = &argv[1..];
     let result = match mode.as_str() {
-        "run" => Args::parse(rest, &["echo"]).and_then(|a| cmd_run(&a)),
+        "run" => Args::parse(rest, &["echo", "distinct"]).and_then(|a| cmd_run(&a)),
         "flood" => Args::parse(rest, &[]).and_then(|a| cmd_flood(&a)),
         "idle" => Args::parse(rest, &[]).and_then(|a| cmd_idle(&a)),
         "-h" | "--help" | "help" => {
@@ -181,7 +182,12 @@ fn cmd_run(a: &Args) -> Result<(), String> {
         radius: a.str("radius", "10"),
         bound: a.num("bound", 5)?,
         query_ids: (0..ids.max(1)).map(|i| format!("lg{pid}q{i}")).collect(),
-        id_prefix: format!("lg{pid}c"),
+        id_prefix: a.str("id-prefix", &format!("lg{pid}c")),
+        distinct: a.flag("distinct"),
+        rate: match a.values.get("rate") {
+            Some(_) => Some(a.num::<f64>("rate", 0.0)?.max(1.0)),
+            None => None,
+        },
     };
     let requests: Option<u64> = match a.values.get("requests") {
         Some(_) => Some(a.num("requests", 0)?),
@@ -205,6 +211,21 @@ fn cmd_run(a: &Args) -> Result<(), String> {
         end: start + warmup + duration,
     };
     let control = Control::new(requests);
+    // Ended from outside (the runner's scale scenarios): the run stops once this file exists.
+    if let Some(path) = a.values.get("stop-file") {
+        let (path, control) = (
+            std::path::PathBuf::from(path),
+            std::sync::Arc::clone(&control),
+        );
+        std::thread::spawn(move || {
+            while !path.exists() {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            control
+                .stop
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+    }
     // CPU is read at the start of the window, after the warm-up, by a helper thread.
     let pids2 = pids.clone();
     let cpu_at_start = std::thread::spawn(move || {
@@ -305,6 +326,7 @@ fn cmd_flood(a: &Args) -> Result<(), String> {
         gap: Duration::from_millis(a.num("gap-ms", 5)?),
         load,
         max_time: secs("max-secs", a, 60.0)?,
+        expect: a.num("expect", 1)?,
     };
     let pids = a.pids()?;
     let out = flood::run(cfg, listener)?;

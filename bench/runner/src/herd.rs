@@ -72,6 +72,8 @@ pub struct HerdOpts {
 pub struct Herd {
     pub addrs: Vec<(String, SocketAddr)>,
     pub procs: Vec<Proc>,
+    /// Each server's start command and output file, to restart it (`kill_and_restart`).
+    pub cmds: Vec<(String, PathBuf)>,
 }
 
 impl Herd {
@@ -94,6 +96,26 @@ impl Herd {
             .find(|p| p.name == name)
             .map(Proc::pid)
             .expect("a server of the herd")
+    }
+
+    /// Kills server `name` with SIGKILL, as a crash would, and starts it again at once with
+    /// the same command; returns the moment it was started again.
+    pub fn kill_and_restart(&mut self, name: &str) -> Result<Instant, String> {
+        let i = self
+            .procs
+            .iter()
+            .position(|p| p.name == name)
+            .ok_or_else(|| format!("no server {name}"))?;
+        let (cmd, out) = self.cmds.get(i).cloned().ok_or("no start command")?;
+        self.procs[i].kill();
+        let started = Instant::now();
+        self.procs[i] = Proc::spawn(
+            name,
+            &cmd,
+            &out.with_extension("restarted.out"),
+            &[("GOOGLE_PLACES_API_KEY", FAKE_KEY)],
+        )?;
+        Ok(started)
     }
 
     /// Fails if a server has died (say, it crashed under load).
@@ -195,6 +217,7 @@ pub fn start(
             .map(|(n, p)| (n.to_string(), SocketAddr::from(([127, 0, 0, 1], *p))))
             .collect(),
         procs: Vec::new(),
+        cmds: Vec::new(),
     };
     if imp.kind == ImplKind::Echo {
         let addr = herd.addr(ORIGIN);
@@ -205,11 +228,39 @@ pub fn start(
         wait_listening(&mut herd, Duration::from_secs(10))?;
         return Ok(herd);
     }
-    let topology = dir.join("topology.txt");
-    std::fs::write(&topology, topology_text(ports, opts.bench_port))
-        .map_err(|e| format!("{}: {e}", topology.display()))?;
+    let text = topology_text(ports, opts.bench_port);
+    start_servers(imp, paths, opts, herd, &dir, &vec![text; SERVERS.len()])
+}
+
+/// Starts every server of `herd.addrs` (whose `procs` is empty), server `i` reading the
+/// topology `topologies[i]` (usually all the same; the link-lines scenario gives each server
+/// its own, with its neighbours behind counting proxies), and waits until all accept.
+pub fn start_servers(
+    imp: &Impl,
+    paths: &Paths,
+    opts: &HerdOpts,
+    mut herd: Herd,
+    dir: &std::path::Path,
+    topologies: &[String],
+) -> Result<Herd, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let log_dir = dir.join("logs");
-    for (i, name) in SERVERS.iter().enumerate() {
+    let names: Vec<String> = herd.addrs.iter().map(|(n, _)| n.clone()).collect();
+    // Every file is written before any server starts (one may read it while we write).
+    let shared = topologies.iter().all(|t| *t == topologies[0]);
+    let mut files = Vec::new();
+    for (name, text) in names.iter().zip(topologies) {
+        let file = if shared {
+            dir.join("topology.txt")
+        } else {
+            dir.join(format!("topology-{name}.txt"))
+        };
+        if files.last() != Some(&file) {
+            std::fs::write(&file, text).map_err(|e| format!("{}: {e}", file.display()))?;
+        }
+        files.push(file);
+    }
+    for (i, (name, topology)) in names.iter().zip(&files).enumerate() {
         let this = opts.mixed.as_ref().map_or(imp, |m| &m[i % m.len()]);
         let vars = [
             ("name", name.to_string()),
@@ -225,6 +276,7 @@ pub fn start(
             &out,
             &[("GOOGLE_PLACES_API_KEY", FAKE_KEY)],
         )?);
+        herd.cmds.push((cmd, out));
     }
     wait_listening(&mut herd, Duration::from_secs(15))
         .map_err(|e| format!("{e} (see the server output in {})", dir.display()))?;
@@ -234,7 +286,7 @@ pub fn start(
 }
 
 /// Poll-connects every server until it accepts, or fails when one has died or the time is up.
-fn wait_listening(herd: &mut Herd, limit: Duration) -> Result<(), String> {
+pub fn wait_listening(herd: &mut Herd, limit: Duration) -> Result<(), String> {
     let deadline = Instant::now() + limit;
     for i in 0..herd.addrs.len() {
         let (name, addr) = herd.addrs[i].clone();

@@ -6,14 +6,20 @@
 //! - `herd`: implementations, free ports, topology files, starting and stopping herds;
 //! - `scenarios`: what is measured, and one run of one scenario against one implementation;
 //! - `table`: medians over repetitions, ratios to proxy-herd, the markdown;
+//! - `flood`: flood latency (the prober joining a herd as the bench) and the forwarding floor;
+//! - `linklines`: lines on neighbour links per IAMAT, counted by proxies on every link;
+//! - `scale`: a million clients, a restart while they are known, a herd of fifty;
 //! - `mixed`: a herd of all three implementations, checking that locations flood through.
 //!
 //! Modes: `all` (the full benchmark), `smoke` (every tool once, tiny durations, exit status
 //! says whether all worked), `mixed`, `list`.
 
+mod flood;
 mod herd;
+mod linklines;
 mod mixed;
 mod procs;
+mod scale;
 mod scenarios;
 mod table;
 
@@ -38,7 +44,11 @@ options:
   --impls LIST          of proxy-herd,tokio,asyncio,echo (default: all four)
   --impl NAME=CMD       add a herd by its start command, with {name} {topology} {places_url}
                         {log_dir} placeholders, e.g. --impl 'mine=python3 my.py {name} --topology {topology}'
-  --scenarios LIST      only these scenario ids (see `list`)
+  --scenarios LIST      only these scenario ids (see `list`); the scale-* scenarios run only
+                        when named here (smoke runs them with tiny sizes)
+  --clients N           distinct clients of the scale-1m and scale-restart scenarios (default 1000000)
+  --herd-size N         servers of the scale-herd scenario (default 50)
+  --link-requests N     IAMATs of the link-lines scenario (default 20000)
   --idle-conns N        connections of the idle scenario (default 10000)
   --threads N           load generator threads (default 1)
   --proxy-herd PATH     the proxy-herd binary (default: ../target/release/proxy-herd)
@@ -104,6 +114,9 @@ fn parse_cli() -> Result<Cli, String> {
             "--reps" => settings.reps = (num(v)? as usize).clamp(1, 100),
             "--idle-conns" => settings.idle_conns = (num(v)? as usize).clamp(1, 60_000),
             "--threads" => settings.threads = (num(v)? as usize).clamp(1, 64),
+            "--clients" => settings.scale_clients = (num(v)? as usize).clamp(1, 100_000_000),
+            "--herd-size" => settings.big_herd = (num(v)? as usize).clamp(3, 200),
+            "--link-requests" => settings.link_requests = (num(v)? as usize).clamp(1, 10_000_000),
             "--impls" => builtin = v.split(',').map(String::from).collect(),
             "--impl" => {
                 let (name, cmd) = v.split_once('=').ok_or("--impl wants NAME=COMMAND")?;
@@ -214,7 +227,10 @@ fn bench(cli: &Cli, paths: &Paths) -> ExitCode {
     }
     let scenarios: Vec<_> = scenarios::all(s)
         .into_iter()
-        .filter(|sc| cli.only.as_ref().is_none_or(|o| o.contains(&sc.id)))
+        .filter(|sc| match &cli.only {
+            Some(only) => only.contains(&sc.id),
+            None => smoke || !sc.opt_in(),
+        })
         .collect();
     let started = Instant::now();
     let mut results: HashMap<(String, String), Vec<Result<Metrics, String>>> = HashMap::new();

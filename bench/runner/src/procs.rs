@@ -124,6 +124,19 @@ impl Proc {
         ))
     }
 
+    /// SIGKILL to the group at once (a crash, not a stop); reaps the child.
+    pub fn kill(&mut self) {
+        let pgid = self.child.id() as i32;
+        if self.exited().is_none() {
+            // SAFETY: signalling our own child's process group, not reaped yet.
+            unsafe {
+                libc::kill(-pgid, libc::SIGKILL);
+            }
+            let _ = self.child.wait();
+        }
+        forget(pgid);
+    }
+
     /// SIGTERM to the group, up to two seconds' grace, then SIGKILL; reaps the child.
     /// Signals go only to a group whose leader is not reaped yet, so never to a stranger
     /// that happens to get the same id later.

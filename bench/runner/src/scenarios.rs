@@ -4,11 +4,13 @@
 //! A fresh herd per run keeps runs independent (no state, memory or log size carried from one
 //! scenario to the next) and lets each scenario choose the herd's options.
 
+use crate::flood;
 use crate::herd::{self, FARTHEST, HerdOpts, Impl, ImplKind, ORIGIN, Paths};
 use crate::procs::Proc;
+use crate::{linklines, scale};
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpStream};
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
+use std::time::Duration;
 
 /// The figures of one run, as the load generator's `RESULT` line gives them.
 pub type Metrics = BTreeMap<String, f64>;
@@ -30,6 +32,10 @@ pub enum What {
     Flood { load_conns: usize },
     /// This many idle client connections to the origin, and its memory.
     Idle { conns: usize },
+    /// Lines received on neighbour links across the herd per IAMAT (`linklines`).
+    LinkLines { requests: usize },
+    /// The slow scale scenarios (`scale`): run only when named with `--scenarios`.
+    Scale(scale::Kind),
 }
 
 /// One line of the results table: a figure from the run, how to show it.
@@ -52,7 +58,7 @@ pub struct Scenario {
     pub rows: Vec<Row>,
 }
 
-const fn row(key: &'static str, label: &'static str, scale: f64, decimals: usize) -> Row {
+pub const fn row(key: &'static str, label: &'static str, scale: f64, decimals: usize) -> Row {
     Row {
         key,
         label,
@@ -75,6 +81,11 @@ pub struct Settings {
     pub window: usize,
     pub oneshot_conns: usize,
     pub threads: usize,
+    /// IAMATs of the link-lines scenario.
+    pub link_requests: usize,
+    /// Distinct clients of the scale scenarios, and the big herd's size.
+    pub scale_clients: usize,
+    pub big_herd: usize,
 }
 
 impl Settings {
@@ -89,6 +100,9 @@ impl Settings {
             window: 16,
             oneshot_conns: 64,
             threads: 1,
+            link_requests: 20_000,
+            scale_clients: 1_000_000,
+            big_herd: 50,
         }
     }
 
@@ -104,6 +118,9 @@ impl Settings {
             window: 8,
             oneshot_conns: 8,
             threads: 1,
+            link_requests: 500,
+            scale_clients: 3_000,
+            big_herd: 8,
         }
     }
 }
@@ -227,7 +244,16 @@ pub fn all(s: &Settings) -> Vec<Scenario> {
         what: log_off,
         rows: vec![rate, p99, cpu],
     });
+    list.push(linklines::scenario(s));
+    list.extend(scale::scenarios(s));
     list
+}
+
+impl Scenario {
+    /// Slow scenarios that `all` runs only when named with `--scenarios`.
+    pub fn opt_in(&self) -> bool {
+        matches!(self.what, What::Scale(_))
+    }
 }
 
 /// Whether a scenario means anything for an implementation.
@@ -243,6 +269,10 @@ pub fn applies(sc: &Scenario, imp: &Impl) -> bool {
             },
             ImplKind::Echo,
         ) => *kind == "iamat" && !log_off && stub_delay_ms.is_none(),
+        // Idle flood latency on the echo floor: the chain of bare forwarders.
+        (What::Flood { load_conns: 0 }, ImplKind::Echo) => true,
+        // A million IAMATs or fifty servers would take asyncio many minutes.
+        (What::Scale(_), k) => *k != ImplKind::Echo && *k != ImplKind::Asyncio,
         (_, ImplKind::Echo) => false,
         _ => true,
     }
@@ -264,7 +294,12 @@ pub fn parse_result(output: &str) -> Option<Metrics> {
 
 /// Runs the load generator with `args` to completion (bounded by `limit`) and returns its
 /// figures, or its error output.
-fn loadgen(paths: &Paths, args: &[String], tag: &str, limit: Duration) -> Result<Metrics, String> {
+pub fn loadgen(
+    paths: &Paths,
+    args: &[String],
+    tag: &str,
+    limit: Duration,
+) -> Result<Metrics, String> {
     let out_path = paths.work.join(format!("{tag}.loadgen.out"));
     let cmd = format!("{} {}", paths.bin.join("loadgen").display(), args.join(" "));
     let mut p = Proc::spawn("loadgen", &cmd, &out_path, &[])?;
@@ -365,41 +400,27 @@ pub fn run_one(
         What::Flood { load_conns } => {
             opts.bench_port = Some(bench_port);
             let bench = SocketAddr::from(([127, 0, 0, 1], bench_port));
-            let wait: Vec<String> = herd::SERVERS
-                .iter()
-                .map(|n| addr_of(n).to_string())
-                .collect();
-            let samples = ((s.duration * 1000.0 / 5.0) as usize).clamp(20, 2000);
-            let out_path = paths.work.join(format!("{tag}.loadgen.out"));
-            let cmd = format!(
-                "{} flood --origin {origin} --listen {bench} --wait {} --samples {samples} --probe-secs {} --gap-ms 5 --load-conns {load_conns} --load-window {} --threads {} --max-secs {}",
-                paths.bin.join("loadgen").display(),
-                wait.join(","),
-                s.duration,
-                s.window,
-                s.threads,
-                s.duration + 60.0
-            );
-            // The bench listens before the herd starts, so the farthest server's link to it
-            // comes up at once instead of after a reconnect backoff.
-            let mut prober = Proc::spawn("loadgen-flood", &cmd, &out_path, &[])?;
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while TcpStream::connect_timeout(&bench, Duration::from_millis(200)).is_err() {
-                if prober.exited().is_some() || Instant::now() >= deadline {
-                    return Err("the flood prober did not start listening".into());
+            // The echo floor runs the path as a chain of bare forwarders (`flood`).
+            let floor = imp.kind == ImplKind::Echo;
+            let names: &[&str] = if floor { &flood::PATH } else { &herd::SERVERS };
+            let wait: Vec<SocketAddr> = names.iter().map(|n| addr_of(n)).collect();
+            let probe = flood::Probe {
+                origin,
+                bench,
+                wait: &wait,
+                expect: 1,
+                load_conns: *load_conns,
+            };
+            flood::run(&probe, s, paths, tag, || {
+                if floor {
+                    flood::start_floor(paths, tag, &wait, bench)
+                } else {
+                    herd::start(imp, paths, &opts, tag, herd_ports)
                 }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let mut h = herd::start(imp, paths, &opts, tag, herd_ports)?;
-            let status = prober.wait_for(Duration::from_secs_f64(s.duration + 90.0))?;
-            let output = std::fs::read_to_string(&out_path).unwrap_or_default();
-            if !status.success() {
-                let tail: Vec<&str> = output.lines().rev().take(3).collect();
-                return Err(format!("flood probe failed: {}", tail.join(" / ")));
-            }
-            h.check_alive()?;
-            parse_result(&output).ok_or_else(|| "no RESULT line from the flood probe".into())
+            })
         }
+        What::LinkLines { requests } => linklines::run(imp, *requests, paths, &opts, tag),
+        What::Scale(kind) => scale::run(kind, imp, s, paths, shared_stub_url, tag),
         What::Idle { conns } => {
             let h = herd::start(imp, paths, &opts, tag, herd_ports)?;
             let args = vec![
@@ -446,6 +467,14 @@ mod tests {
             .filter(|sc| applies(sc, &echo))
             .map(|sc| sc.id)
             .collect();
-        assert_eq!(ids, ["iamat-pipe-1", "iamat-pipe-64", "iamat-oneshot"]);
+        assert_eq!(
+            ids,
+            [
+                "iamat-pipe-1",
+                "iamat-pipe-64",
+                "iamat-oneshot",
+                "flood-idle"
+            ]
+        );
     }
 }

@@ -19,6 +19,10 @@ pub fn summary(m: &Metrics) -> String {
         )
     } else if let Some(rss) = get("rss_kb") {
         format!("rss {:.1} MB", rss / 1024.0)
+    } else if get("p50_us").is_none() {
+        // The link-lines and scale scenarios: every figure as it is.
+        let all: Vec<String> = m.iter().map(|(k, v)| format!("{k}={v:.3}")).collect();
+        all.join(" ")
     } else {
         format!(
             "flood p50 {:.0} µs, p99 {:.0} µs, lost {}",

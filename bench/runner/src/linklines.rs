@@ -1,0 +1,240 @@
+//! Link lines per IAMAT: how many lines the herd's neighbour links carry for one IAMAT.
+//!
+//! Counted on the wire, the same way for every implementation: each server gets its own
+//! topology file in which each of its neighbours' addresses is a counting proxy in front of
+//! that neighbour (its own line keeps its real address, so it listens where the others'
+//! proxies forward to). Every byte a server sends to a neighbour passes one proxy, which
+//! counts the newlines. The load is `requests` pipelined IAMATs to Hamilton, each from a
+//! client whose time is newer, so each is flooded through the whole herd; once the count has
+//! not moved for a second, lines / IAMATs answered is the figure. Ten IAMATs one at a time go
+//! first, uncounted: the figure is the herd's steady state, after whatever it learns about
+//! its links from the first lines (a proxy-herd link learns from its first line whether the
+//! neighbour reads `via=`; until then lines go back where they came from). Flooding to every neighbour
+//! including the sender gives 2E = 10 in the default herd (E = 5 links); sending nothing back
+//! where a line came from gives 2E − (N − 1) = 6.
+
+use crate::herd::{self, Herd, HerdOpts, Impl, LINKS, ORIGIN, Paths, SERVERS};
+use crate::scenarios::{self, Metrics, Row, Scenario, Settings, What};
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// IAMATs sent one at a time before the count starts.
+const WARMUP_IAMATS: usize = 10;
+
+pub fn scenario(s: &Settings) -> Scenario {
+    Scenario {
+        id: "link-lines".into(),
+        title: format!(
+            "lines on neighbour links per IAMAT ({} IAMATs to {ORIGIN}, counted by proxies on every link)",
+            s.link_requests
+        ),
+        what: What::LinkLines {
+            requests: s.link_requests,
+        },
+        rows: vec![Row {
+            key: "lines_per_iamat",
+            label: "link lines per IAMAT",
+            scale: 1.0,
+            decimals: 2,
+            ratio: true,
+        }],
+    }
+}
+
+/// The counting proxies of one herd; they stop accepting when dropped (their connections end
+/// when the servers on either side close them).
+struct Proxies {
+    lines: Arc<AtomicU64>,
+    /// Per proxy, how many of its connections reached the neighbour.
+    connected: Vec<Arc<AtomicUsize>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Proxies {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Proxies {
+    /// A new proxy in front of `to`; returns its port.
+    fn add(&mut self, to: SocketAddr) -> Result<u16, String> {
+        let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("proxy: {e}"))?;
+        let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+        listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let connected = Arc::new(AtomicUsize::new(0));
+        self.connected.push(Arc::clone(&connected));
+        let (lines, stop) = (Arc::clone(&self.lines), Arc::clone(&self.stop));
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let Ok((from, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(2));
+                    continue;
+                };
+                let (lines, connected, stop) = (
+                    Arc::clone(&lines),
+                    Arc::clone(&connected),
+                    Arc::clone(&stop),
+                );
+                std::thread::spawn(move || relay(from, to, &lines, &connected, &stop));
+            }
+        });
+        Ok(port)
+    }
+
+    /// Waits until no line has passed for a second (bounded: a minute); returns the count.
+    fn quiet(&self) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut last = self.lines.load(Ordering::Relaxed);
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+            let now = self.lines.load(Ordering::Relaxed);
+            if now == last || Instant::now() >= deadline {
+                return now;
+            }
+            last = now;
+        }
+    }
+
+    fn all_connected(&self) -> bool {
+        self.connected.iter().all(|c| c.load(Ordering::Relaxed) > 0)
+    }
+}
+
+/// Connects to `to` (retrying while it starts) and copies both ways; newlines from the
+/// connecting server to its neighbour are counted.
+fn relay(
+    from: TcpStream,
+    to: SocketAddr,
+    lines: &AtomicU64,
+    connected: &AtomicUsize,
+    stop: &AtomicBool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let upstream = loop {
+        match TcpStream::connect(to) {
+            Ok(s) => break s,
+            Err(_) if Instant::now() < deadline && !stop.load(Ordering::Relaxed) => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            Err(_) => return,
+        }
+    };
+    let _ = upstream.set_nodelay(true);
+    connected.fetch_add(1, Ordering::Relaxed);
+    let (Ok(from2), Ok(upstream2)) = (from.try_clone(), upstream.try_clone()) else {
+        return;
+    };
+    // The neighbour's side: neighbours answer nothing on a link, but copy whatever comes.
+    std::thread::spawn(move || copy(upstream2, from2, None));
+    copy(from, upstream, Some(lines));
+}
+
+/// Copies until either side ends, counting newlines into `count`; then closes both.
+fn copy(mut src: TcpStream, mut dst: TcpStream, count: Option<&AtomicU64>) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match src.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if let Some(c) = count {
+            let newlines = buf[..n].iter().filter(|&&b| b == b'\n').count();
+            c.fetch_add(newlines as u64, Ordering::Relaxed);
+        }
+        if dst.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = src.shutdown(Shutdown::Both);
+    let _ = dst.shutdown(Shutdown::Both);
+}
+
+/// Starts the default herd with a counting proxy on every link, sends `requests` IAMATs to
+/// the origin, and returns the link lines per IAMAT answered.
+pub fn run(
+    imp: &Impl,
+    requests: usize,
+    paths: &Paths,
+    opts: &HerdOpts,
+    tag: &str,
+) -> Result<Metrics, String> {
+    let ports = herd::free_ports(SERVERS.len())?;
+    let addr = |i: usize| SocketAddr::from(([127, 0, 0, 1], ports[i]));
+    let mut proxies = Proxies {
+        lines: Arc::new(AtomicU64::new(0)),
+        connected: Vec::new(),
+        stop: Arc::new(AtomicBool::new(false)),
+    };
+    let mut topologies = Vec::new();
+    for name in SERVERS {
+        // What this server sees: its neighbours behind proxies, everyone else as they are.
+        let mut seen = ports.clone();
+        for (j, other) in SERVERS.iter().enumerate() {
+            let linked = LINKS
+                .iter()
+                .any(|&(a, b)| (a, b) == (name, *other) || (b, a) == (name, *other));
+            if linked {
+                seen[j] = proxies.add(addr(j))?;
+            }
+        }
+        topologies.push(herd::topology_text(&seen, None));
+    }
+    let h = Herd {
+        addrs: SERVERS
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.to_string(), addr(i)))
+            .collect(),
+        procs: Vec::new(),
+        cmds: Vec::new(),
+    };
+    let dir = paths.work.join(tag);
+    let mut h = herd::start_servers(imp, paths, opts, h, &dir, &topologies)?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !proxies.all_connected() {
+        if Instant::now() >= deadline {
+            return Err("not every neighbour link came up through its proxy within 15 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Warm-up, not counted: a few IAMATs one at a time, so that whatever the herd learns
+    // about its links from the first lines (proxy-herd: which neighbours read `via=`) is
+    // learned before the count starts. The count is the herd's steady state.
+    let warmup = [
+        "run".to_string(),
+        format!("--target {}", h.addr(ORIGIN)),
+        format!("--requests {WARMUP_IAMATS} --conns 1 --window 1 --duration 60"),
+    ];
+    let start = proxies.lines.load(Ordering::Relaxed);
+    scenarios::loadgen(
+        paths,
+        &warmup,
+        &format!("{tag}-warmup"),
+        Duration::from_secs(90),
+    )?;
+    let before = proxies.quiet();
+    let args = [
+        "run".to_string(),
+        format!("--target {}", h.addr(ORIGIN)),
+        format!("--requests {requests}"),
+        "--conns 16 --window 16 --duration 600".into(),
+    ];
+    let load = scenarios::loadgen(paths, &args, tag, Duration::from_secs(660))?;
+    let last = proxies.quiet();
+    h.check_alive()?;
+    let answered = load.get("all_replies").copied().unwrap_or(0.0);
+    if answered <= 0.0 {
+        return Err("no IAMAT was answered".into());
+    }
+    let lines = (last - before) as f64;
+    let mut m = Metrics::new();
+    m.insert("lines_per_iamat".into(), lines / answered);
+    m.insert("link_lines".into(), lines);
+    m.insert("iamats".into(), answered);
+    m.insert("warmup_lines".into(), (before - start) as f64);
+    Ok(m)
+}
