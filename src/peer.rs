@@ -39,7 +39,7 @@ pub const MAX_QUEUE: usize = 8 << 20;
 /// packets would otherwise hold the link for the kernel's two minutes of SYN retries).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// The catch-up refills the output buffer while it holds less than this.
-const SYNC_CHUNK: usize = 32 << 10;
+const SYNC_CHUNK: usize = 64 << 10;
 /// A live link with more than this queued is congested: clients are held back (the herd
 /// takes updates only as fast as it can spread them). About 700 AT lines: a couple of
 /// milliseconds of a neighbour's work, so a flood never waits long behind others.

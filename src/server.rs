@@ -844,7 +844,7 @@ fn out_of_descriptors(err: &io::Error) -> bool {
 /// Kernel buffer (each way) of a socket that carries floods. The kernel's defaults grow to
 /// megabytes: a flood line behind them waits hundreds of milliseconds. Small buffers keep
 /// the queue in our [`PeerLink`], where flow control sees it (about 700 lines here).
-const LINK_KERNEL_BUFFER: libc::c_int = 32 << 10;
+const LINK_KERNEL_BUFFER: libc::c_int = 128 << 10;
 
 /// Shrinks a link socket's send and receive buffers to [`LINK_KERNEL_BUFFER`]. Best effort:
 /// a refusal leaves the kernel's sizes, which costs latency, not correctness.
