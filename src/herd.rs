@@ -292,10 +292,14 @@ impl Herd {
         let Some(record) = self.store.get(client) else {
             return;
         };
+        // Stored lines were checked when they came in, so this cannot fail.
+        let Some(coords) = record.coords() else {
+            return;
+        };
         let (lat_text, lng_text) = record.lat_lng_text();
         let query = Query {
-            lat: record.coords.lat,
-            lng: record.coords.lng,
+            lat: coords.lat,
+            lng: coords.lng,
             lat_text,
             lng_text,
             radius_m: radius.km * 1000.0,

@@ -12,11 +12,13 @@
 //!   for every record, and dropped trailing zeros of the fraction, so the logs of five
 //!   servers could not be merged by sorting them.
 //!
-//! The loop thread reads the clock once per turn, when `poll` returns ([`turn_started`]), and
-//! its records carry that time, the way nginx stamps its log records with a time cached per
-//! loop iteration: a clock read per record cost as much as the rest of the record. A turn
-//! is short (micro- to milliseconds), and a record's place in its file keeps the order
-//! within the turn. Other threads (the places workers) read the clock for each record.
+//! The loop thread reads the clock when `poll` returns and after each read that brought
+//! bytes ([`tick`]), and its records carry that time, the way nginx stamps its log records
+//! with a time cached per loop iteration: a clock read per record cost as much as the rest
+//! of the record. So a line's record carries the time its bytes were read: never before
+//! the sender's record of sending it (which carries the time of the read that caused it), so
+//! a merged log keeps every flood in causal order. Other threads (the places workers) read
+//! the clock for each record.
 //!
 //! A record looks like this (nine fraction digits always, then the server's name):
 //!
@@ -63,13 +65,13 @@ pub fn init(dir: &Path, name: &str, level: LevelFilter) -> Result<(), String> {
 }
 
 thread_local! {
-    /// The time the current loop turn began, on the loop thread only (see [`turn_started`]).
+    /// The time of the loop's last poll or read, on the loop thread only (see [`tick`]).
     static TURN_CLOCK: std::cell::Cell<Option<Duration>> = const { std::cell::Cell::new(None) };
 }
 
-/// Called by the loop when `poll` returns: this thread's records until the next call carry
-/// this time.
-pub fn turn_started() {
+/// Called by the loop when `poll` returns and after each read: this thread's records until
+/// the next call carry this time.
+pub fn tick() {
     TURN_CLOCK.set(Some(wall_clock()));
 }
 

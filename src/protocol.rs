@@ -120,28 +120,36 @@ pub struct Coords {
 /// Parses a location: latitude then longitude, each a mandatory sign, digits and an optional
 /// fraction, with latitude in [-90, 90] and longitude in [-180, 180].
 pub fn parse_location(text: &[u8]) -> Option<Coords> {
+    let split = check_location(text)?;
+    let lat = degrees(&text[..split])?;
+    let lng = degrees(&text[split..])?;
+    Some(Coords { lat, lng, split })
+}
+
+/// Checks a location as [`parse_location`] does, without turning it into floats (only a
+/// WHATSAT needs those; every IAMAT and AT line needs the check). Returns where the
+/// longitude starts.
+pub fn check_location(text: &[u8]) -> Option<usize> {
     // The longitude starts at the first sign after the latitude's own sign.
     let split = 1 + text
         .get(1..)?
         .iter()
         .position(|&b| b == b'+' || b == b'-')?;
-    let lat = parse_degrees(&text[..split], 90)?;
-    let lng = parse_degrees(&text[split..], 180)?;
-    Some(Coords { lat, lng, split })
+    (check_degrees(&text[..split], 90) && check_degrees(&text[split..], 180)).then_some(split)
 }
 
-/// Parses `[+-]digits[.digits]` whose magnitude is at most `limit`.
-fn parse_degrees(text: &[u8], limit: u64) -> Option<f64> {
-    let (&sign, number) = text.split_first()?;
-    if sign != b'+' && sign != b'-' {
-        return None;
-    }
-    let (whole, frac) = split_decimal(number)?;
-    if !decimal_at_most(whole, frac, limit) {
-        return None;
-    }
-    // The text is now known to be a short, valid decimal, so the float parse cannot fail;
-    // `ok()?` keeps the no-panic rule all the same.
+/// True for `[+-]digits[.digits]` whose magnitude is at most `limit`.
+fn check_degrees(text: &[u8], limit: u64) -> bool {
+    let Some((&sign, number)) = text.split_first() else {
+        return false;
+    };
+    (sign == b'+' || sign == b'-')
+        && split_decimal(number).is_some_and(|(whole, frac)| decimal_at_most(whole, frac, limit))
+}
+
+/// A checked `[+-]digits[.digits]` as a float. The text is known to be a short, valid
+/// decimal, so the parse cannot fail; `ok()?` keeps the no-panic rule all the same.
+fn degrees(text: &[u8]) -> Option<f64> {
     std::str::from_utf8(text).ok()?.parse::<f64>().ok()
 }
 
@@ -213,9 +221,8 @@ pub struct Report<'a> {
     pub location: &'a [u8],
     /// The time field exactly as received.
     pub time: &'a [u8],
-    /// The location, parsed.
-    pub coords: Coords,
-    /// The time, parsed.
+    /// The time, parsed. (The location is checked; its floats are computed only when a
+    /// WHATSAT needs them, see [`parse_location`].)
     pub when: Timestamp,
 }
 
@@ -311,8 +318,7 @@ fn report<'a>(client: &'a [u8], location: &'a [u8], time: &'a [u8]) -> Option<Re
         client,
         location,
         time,
-        coords: parse_location(location)?,
-        when: parse_time(time)?,
+        when: check_location(location).and(parse_time(time))?,
     })
 }
 

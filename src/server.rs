@@ -210,7 +210,7 @@ impl Server {
         timeline::asleep(timeout);
         let result = self.poll.poll(&mut self.events, timeout);
         // This turn's log records carry the time it began (one clock read per turn).
-        logging::turn_started();
+        logging::tick();
         timeline::awake(self.turn, &self.events);
         match result {
             Ok(()) => {
@@ -386,7 +386,11 @@ impl Server {
             }
             match result {
                 Ok(Some(0)) => client.eof = true,
-                Ok(Some(_)) => client.last_active = Instant::now(),
+                Ok(Some(_)) => {
+                    client.last_active = Instant::now();
+                    // The records of the lines these bytes hold carry the time they came.
+                    logging::tick();
+                }
                 Ok(None) => return,
                 Err(e) => return self.to_close.push((token, format!("read error: {e}"))),
             }

@@ -1,40 +1,97 @@
 //! What a server knows: the newest AT record of every client ([`Locations`]).
+//!
+//! Memory is the point here: a herd may know millions of clients, and each record is only
+//! the AT line itself (shared, see [`Record::line`]) plus where the client id sits in it.
+//! The client id is not stored a second time as the map's key, the time and the
+//! coordinates are read from the line when they are needed (a time on every update of a
+//! known client, coordinates on a WHATSAT). About 200 bytes per client in all (the bench's
+//! `scale-1m`), most of it the line and the map's own slots.
 
-use std::collections::HashMap;
+use std::borrow::Borrow;
+use std::collections::HashSet;
+use std::hash::{Hash, Hasher};
+use std::ops::Range;
 use std::sync::Arc;
 
-use crate::protocol::{Coords, Report, Timestamp};
+use crate::protocol::{Coords, Report, Timestamp, check_location, parse_location, parse_time};
 
-/// The newest known location of one client.
+/// The newest known location of one client: its AT line as the server that got the IAMAT
+/// produced it (six fields, single spaces, no line ending).
 #[derive(Debug, Clone)]
 pub struct Record {
-    /// The client's own time for this location; a newer one replaces the record.
-    pub when: Timestamp,
-    /// The AT line as the server that got the IAMAT produced it (no line ending). Shared:
-    /// the same bytes go to every neighbour and into every WHATSAT reply without copying.
+    /// The line. Shared: the same bytes go to every neighbour and into every WHATSAT reply
+    /// without copying.
     pub line: Arc<[u8]>,
-    /// The location, parsed.
-    pub coords: Coords,
-    /// Where the location field sits in `line`.
-    pub location: std::ops::Range<usize>,
+    /// Where the client id (the fourth field) sits in `line`.
+    client: (u32, u32),
 }
 
+/// The fields of a stored line.
+const CLIENT: usize = 3;
+const LOCATION: usize = 4;
+const TIME: usize = 5;
+
 impl Record {
+    /// The client id.
+    pub fn client(&self) -> &[u8] {
+        &self.line[self.client.0 as usize..self.client.1 as usize]
+    }
+
+    /// The location field as the client wrote it (`+34.068930-118.445127`).
+    pub fn location(&self) -> &[u8] {
+        field(&self.line, LOCATION).map_or(&[], |r| &self.line[r])
+    }
+
+    /// The client's own time for this location; a newer one replaces the record.
+    pub fn when(&self) -> Timestamp {
+        let time = field(&self.line, TIME).and_then(|r| parse_time(&self.line[r]));
+        // Stored lines were checked when they came in; the epoch keeps the no-panic rule.
+        time.unwrap_or(Timestamp { secs: 0, nanos: 0 })
+    }
+
+    /// The location as numbers (for a WHATSAT).
+    pub fn coords(&self) -> Option<Coords> {
+        parse_location(self.location())
+    }
+
     /// The latitude and longitude as the client wrote them, without a leading `+`
     /// (`34.068930`, `-118.445127`), which is how Google wants them.
     pub fn lat_lng_text(&self) -> (String, String) {
-        let text = &self.line[self.location.clone()];
-        let (lat, lng) = text.split_at(self.coords.split);
+        let text = self.location();
+        let split = check_location(text).unwrap_or(0);
+        let (lat, lng) = text.split_at(split);
         let clean =
             |s: &[u8]| String::from_utf8_lossy(s.strip_prefix(b"+").unwrap_or(s)).into_owned();
         (clean(lat), clean(lng))
     }
 }
 
+// A record is its client id, as far as the set is concerned: looked up by `&[u8]`, hashed
+// and compared as that id (which `Borrow` requires to agree).
+impl Borrow<[u8]> for Record {
+    fn borrow(&self) -> &[u8] {
+        self.client()
+    }
+}
+
+impl Hash for Record {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.client().hash(state);
+    }
+}
+
+impl PartialEq for Record {
+    fn eq(&self, other: &Record) -> bool {
+        self.client() == other.client()
+    }
+}
+
+impl Eq for Record {}
+
 /// Every client's newest record, by client id.
 #[derive(Debug, Default)]
 pub struct Locations {
-    records: HashMap<Box<[u8]>, Record>,
+    records: HashSet<Record>,
 }
 
 impl Locations {
@@ -43,25 +100,26 @@ impl Locations {
         Locations::default()
     }
 
-    /// Stores `line` (a six-field AT line holding `report`, single spaces between fields) if it is newer than what is known of the
-    /// client, comparing client times as numbers. Returns the stored line when it was newer
-    /// (the caller floods it), `None` when it changed nothing (the flood stops here).
+    /// Stores `line` (a six-field AT line holding `report`, single spaces between fields) if
+    /// it is newer than what is known of the client, comparing client times as numbers.
+    /// Returns the stored line when it was newer (the caller floods it), `None` when it
+    /// changed nothing (the flood stops here).
     pub fn update(&mut self, report: &Report<'_>, line: &[u8]) -> Option<Arc<[u8]>> {
         if let Some(old) = self.records.get(report.client)
-            && old.when >= report.when
+            && old.when() >= report.when
         {
             return None;
         }
-        // Stored lines are six fields joined by single spaces; the location is the fifth.
-        let location = field_range(line, 4)?;
+        let client = field(line, CLIENT)?;
         let record = Record {
-            when: report.when,
             line: Arc::from(line),
-            coords: report.coords,
-            location,
+            client: (
+                u32::try_from(client.start).ok()?,
+                u32::try_from(client.end).ok()?,
+            ),
         };
         let shared = record.line.clone();
-        self.records.insert(Box::from(report.client), record);
+        self.records.replace(record);
         Some(shared)
     }
 
@@ -83,12 +141,12 @@ impl Locations {
     /// Every stored line, for catching a (re)connected neighbour up. Only the pointers are
     /// copied.
     pub fn snapshot(&self) -> Vec<Arc<[u8]>> {
-        self.records.values().map(|r| r.line.clone()).collect()
+        self.records.iter().map(|r| r.line.clone()).collect()
     }
 }
 
 /// Where field `n` (from 0) of a line of single-space-separated fields sits.
-fn field_range(line: &[u8], n: usize) -> Option<std::ops::Range<usize>> {
+fn field(line: &[u8], n: usize) -> Option<Range<usize>> {
     let start = if n == 0 {
         0
     } else {
@@ -132,6 +190,16 @@ mod tests {
         let rec = store.get(b"kiwi").unwrap();
         assert_eq!(&rec.line[..], &l2[..]);
         assert_eq!(rec.lat_lng_text(), ("1".to_string(), "-2".to_string()));
+        assert_eq!(rec.client(), b"kiwi");
+        assert_eq!(
+            rec.when(),
+            Timestamp {
+                secs: 100,
+                nanos: 0
+            }
+        );
+        let coords = rec.coords().unwrap();
+        assert_eq!((coords.lat, coords.lng), (1.0, -2.0));
         assert_eq!(store.len(), 1);
         assert_eq!(store.snapshot().len(), 1);
     }

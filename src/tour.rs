@@ -202,7 +202,7 @@
 //! carried its first line, and its `via=` probe), then `IAMAT kiwi.cs.ucla.edu
 //! +34.068930-118.445127 1621464827.959498503` sent to Alford (half-closed, no final
 //! newline), then `WHATSAT kiwi.cs.ucla.edu 10 1` sent to Hamilton. Timestamps are cut off;
-//! every record of one turn carries the time that turn began.
+//! a record carries the time of the loop's last poll or read (see `logging`).
 //!
 //! Alford: accept, read, parse, flood queued to both neighbours *before* the reply (102
 //! bytes: the line and ` via=Alford`), then the writes, links first. Nothing comes back:

@@ -367,8 +367,9 @@ proptest! {
                 prop_assert_eq!(r.location, location.as_bytes());
                 prop_assert_eq!(r.time, time_text.as_bytes());
                 prop_assert_eq!(r.when, when);
-                prop_assert_eq!(r.coords.lat, lat.parse::<f64>().unwrap());
-                prop_assert_eq!(r.coords.lng, lng.parse::<f64>().unwrap());
+                let coords = parse_location(r.location).unwrap();
+                prop_assert_eq!(coords.lat, lat.parse::<f64>().unwrap());
+                prop_assert_eq!(coords.lng, lng.parse::<f64>().unwrap());
             }
             other => prop_assert!(false, "{:?} parsed as {:?}", line, other),
         }
