@@ -171,7 +171,7 @@
 //!   connected). Pausing links would deadlock a herd with a cycle (the default herd has one):
 //!   every server waiting for the next to read. A server with no clients to hold (Parker)
 //!   can still queue faster than a neighbour reads; then only its queue bound protects it.
-//! - **The kernel's share.** Link sockets get small kernel buffers (32 KiB asked, each way),
+//! - **The kernel's share.** Link sockets get small kernel buffers (128 KiB asked, each way),
 //!   so what waits stays in our queue, where flow control sees it, and not in megabytes of
 //!   socket buffer that a flood line would sit behind unseen.
 //! - **A neighbour that stops reading.** While a link's queue is over [`LINK_LOW`], the
