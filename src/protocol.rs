@@ -204,12 +204,27 @@ pub fn parse_bound(text: &[u8]) -> Option<usize> {
     (n <= crate::places::MAX_BOUND as u64).then_some(n as usize)
 }
 
-/// Checks the time-difference field of an AT line: a sign, digits, an optional fraction.
+/// Checks the time-difference field of an AT line: any decimal number, with an optional
+/// sign, digits, an optional fraction and an optional exponent (SPEC §2). The field is only
+/// ever copied, and other servers print it their own way: Python's `str(float)` gives
+/// `-6.532669067382812e-05` or `0.25`. Our own AT lines keep the exact form of [`Skew`].
 fn valid_skew(text: &[u8]) -> bool {
-    match text.split_first() {
-        Some((&sign, rest)) if sign == b'+' || sign == b'-' => split_decimal(rest).is_some(),
-        _ => false,
-    }
+    let unsigned = match text.split_first() {
+        Some((b'+' | b'-', rest)) => rest,
+        _ => text,
+    };
+    let (number, exponent) = match unsigned.iter().position(|&b| b == b'e' || b == b'E') {
+        Some(e) => (&unsigned[..e], Some(&unsigned[e + 1..])),
+        None => (unsigned, None),
+    };
+    let exponent_ok = exponent.is_none_or(|x| {
+        let digits = match x.split_first() {
+            Some((b'+' | b'-', rest)) => rest,
+            _ => x,
+        };
+        !digits.is_empty() && digits.iter().all(u8::is_ascii_digit)
+    });
+    exponent_ok && split_decimal(number).is_some()
 }
 
 /// The fields of a location report, shared by IAMAT (from a client) and AT (from a server).
@@ -560,10 +575,22 @@ mod tests {
         );
         assert_eq!(server, b"Alford");
         assert_eq!(report.when, ts(1621464827, 500000000));
-        assert!(matches!(
-            parse(b"AT A -5 k +1+2 3"),
-            Some(Command::At { .. })
-        ));
+        // The time difference is any decimal number: other servers print it their own way.
+        for skew in [
+            "-5",
+            "+0.263873386",
+            "0.25",
+            "-6.532669067382812e-05",
+            "1E+3",
+            "2e7",
+            "-0.0",
+        ] {
+            let line = format!("AT A {skew} k +1+2 3");
+            let Some(Command::At { line: stored, .. }) = parse(line.as_bytes()) else {
+                panic!("{line} did not parse")
+            };
+            assert_eq!(stored, line.as_bytes(), "copied as it came");
+        }
         // The forwarder's via= field and a tag, among other extras; the stored line has six
         // fields.
         let Some(Command::At { line, via, tag, .. }) =
@@ -606,8 +633,17 @@ mod tests {
             b"IAMAT",
             b"WHATSAT kiwi 10",
             b"WHATSAT kiwi 10 5 6",
-            b"AT Alford 0.26 kiwi +1+2 3",
             b"AT Alford +x kiwi +1+2 3",
+            b"AT Alford 1e kiwi +1+2 3",
+            b"AT Alford 1e+ kiwi +1+2 3",
+            b"AT Alford e5 kiwi +1+2 3",
+            b"AT Alford .5 kiwi +1+2 3",
+            b"AT Alford 5. kiwi +1+2 3",
+            b"AT Alford +-5 kiwi +1+2 3",
+            b"AT Alford 1e5.5 kiwi +1+2 3",
+            b"AT Alford nan kiwi +1+2 3",
+            b"AT Alford inf kiwi +1+2 3",
+            b"AT Alford 0x10 kiwi +1+2 3",
             b"AT Alford +0.2 kiwi +1+2",
             b"AT Alford +0.2 kiwi +1+2 -3",
             b"IAMAT kiwi +1+2 nan",
