@@ -45,6 +45,8 @@ pub struct Options {
     pub max_line: usize,
     /// Persistent or per-update links.
     pub links: LinkMode,
+    /// Send what we know to a (re)connected neighbour.
+    pub catch_up: bool,
     /// Which provider.
     pub places: PlacesKind,
     /// The offline dataset's files; empty: the dataset built into the binary.
@@ -130,6 +132,12 @@ fn definitions() -> getopts::Options {
         "BYTES",
     );
     o.optopt("", "links", "persistent (default) or per-update", "MODE");
+    o.optopt(
+        "",
+        "catch-up",
+        "on (default): send a (re)connected neighbour what we know; off: only new floods",
+        "on|off",
+    );
     o.optopt(
         "",
         "places",
@@ -261,6 +269,11 @@ pub fn parse(args: &[String]) -> Result<Parsed, String> {
             ));
         }
     };
+    let catch_up = match m.opt_str("catch-up").as_deref() {
+        None | Some("on") => true,
+        Some("off") => false,
+        Some(other) => return Err(format!("--catch-up: {other}? (on, off)")),
+    };
     let log_level = match m.opt_str("log-level") {
         None => LevelFilter::Info,
         Some(text) => crate::logging::parse_level(&text).ok_or_else(|| {
@@ -276,6 +289,7 @@ pub fn parse(args: &[String]) -> Result<Parsed, String> {
         log_level,
         max_line: number(&m, "max-line", 65536, 1)?,
         links,
+        catch_up,
         places,
         places_data: m
             .opt_strs("places-data")
@@ -365,6 +379,7 @@ pub fn run_server(options: &Options, name: &str) -> Result<(), String> {
             .collect(),
         max_line: options.max_line,
         links: options.links,
+        catch_up: options.catch_up,
         workers: options.workers,
         lookup_queue: options.lookup_queue,
         idle_timeout: options.idle_timeout,

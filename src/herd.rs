@@ -15,7 +15,7 @@ use crate::auth::{Admission, Refusal};
 use crate::client::{Client, Replies};
 use crate::json::{self, Prepared};
 use crate::logging::trace;
-use crate::peer::{PeerLink, Sent};
+use crate::peer::{PeerLink, Sent, Ticket};
 use crate::places::{Provider, Query};
 use crate::protocol::{self, Command, Report, Shown, Skew, Timestamp};
 use crate::timeline;
@@ -35,10 +35,11 @@ struct Waiter {
 }
 
 /// How long a WHATSAT about a client nobody has reported waits for its location to arrive
-/// before it is answered `? ` (see [`Herd::wait_for_unknown`]).
+/// before it is answered `? ` (see [`Herd::defer_whatsat`]).
 pub const UNKNOWN_GRACE: Duration = Duration::from_millis(100);
 
-/// A WHATSAT about a client not known yet.
+/// A WHATSAT put off to the end of the loop turn (and, if its client is not known yet, a
+/// moment longer).
 #[derive(Debug)]
 struct Unknown {
     token: Token,
@@ -78,8 +79,12 @@ pub struct Herd {
     pub congested: bool,
     /// Lookups in flight, and who waits for each: identical lookups share one.
     in_flight: HashMap<LookupKey, Vec<Waiter>>,
-    /// WHATSATs about clients not known yet, waiting a moment.
+    /// WHATSATs read this turn, and those about clients not known yet, waiting a moment.
     unknown: Vec<Unknown>,
+    /// Replies held until their flood lines are handled (one-line links), by ticket.
+    held: HashMap<Ticket, HeldReply>,
+    /// The next ticket to hand out.
+    next_ticket: Ticket,
     provider: Arc<dyn Provider>,
     pool: Pool,
     /// `--trace`: say what each line was parsed as, and what was queued where.
@@ -111,6 +116,8 @@ impl Herd {
             congested: false,
             in_flight: HashMap::new(),
             unknown: Vec::new(),
+            held: HashMap::new(),
+            next_ticket: 0,
             provider,
             pool,
             trace,
@@ -180,8 +187,16 @@ impl Herd {
                     self.links[i].speaks_via = true;
                 }
                 timeline::flood_in(&self.name, &at, via);
-                self.learn(&report, &at, from);
+                // When it goes on over one-line links, the connection that brought it stays
+                // open (an empty reply held) until those copies are handled: the sender,
+                // waiting for our close, learns that the line went on (see `Herd::iamat`).
+                let ticket = (origin == Origin::Accepted).then_some(self.next_ticket);
+                let waiting = self.learn(&report, &at, from, ticket);
                 log::info!("conn {} < {}{}", token.0, Shown(line), Fate(&self.fate));
+                if waiting > 0 {
+                    let seq = replies.reserve();
+                    self.hold_reply(token, seq, Vec::new(), waiting);
+                }
                 return true;
             }
             Some(Command::WhatsAt {
@@ -190,11 +205,7 @@ impl Herd {
                 bound,
             }) if origin == Origin::Accepted => {
                 let seq = replies.reserve();
-                if self.store.get(client).is_some() {
-                    self.whatsat(token, seq, client, &radius, bound, replies, out);
-                } else {
-                    self.wait_for_unknown(token, seq, client, radius, bound, line);
-                }
+                self.defer_whatsat(token, seq, client, radius, bound, line);
             }
             _ if origin == Origin::Accepted => self.invalid(token, line, replies, out),
             _ => log::warn!(
@@ -207,7 +218,13 @@ impl Herd {
 
     /// IAMAT: answer with a fresh AT line; store and flood it if it is news. The flood is
     /// queued before the reply, so it is written first (`server::flush_writes` writes links
-    /// before clients).
+    /// before clients). On one-line links (per-update mode) a flood line needs a connect
+    /// first, which ends in a later loop turn: there the reply is *held* until every such
+    /// link reports the line handled: the neighbour closed the connection after reading it,
+    /// or could not be reached ([`Herd::flood_done`]). A proxy-herd neighbour closes only once
+    /// its own copies onward are handled in turn, so when the client reads its reply, every
+    /// server the flood can reach has applied it, or has it waiting on a connection it
+    /// accepted before the client's next one.
     fn iamat(
         &mut self,
         token: Token,
@@ -218,19 +235,74 @@ impl Herd {
     ) {
         let skew = Skew::between(Timestamp::now(), report.when);
         let mut at = protocol::format_at(&self.name, skew, report);
-        self.learn(report, &at, None);
-        if origin == Origin::Accepted {
-            log::info!("conn {} > {}{}", token.0, Shown(&at), Fate(&self.fate));
-            at.push(b'\n');
+        if origin != Origin::Accepted {
+            self.learn(report, &at, None, None);
+            return;
+        }
+        let waiting = self.learn(report, &at, None, Some(self.next_ticket));
+        log::info!("conn {} > {}{}", token.0, Shown(&at), Fate(&self.fate));
+        at.push(b'\n');
+        if waiting == 0 {
             replies.push(out, &at);
+            return;
+        }
+        let seq = replies.reserve();
+        trace!(
+            self.trace,
+            "conn {}: reply held until {waiting} flood connections are handled", token.0
+        );
+        self.hold_reply(token, seq, at, waiting);
+    }
+
+    /// Holds a reply (its place `seq` reserved) under the next ticket, which `waiting`
+    /// one-line links took with the flood line.
+    fn hold_reply(&mut self, token: Token, seq: u64, reply: Vec<u8>, waiting: usize) {
+        let held = HeldReply {
+            token,
+            seq,
+            reply,
+            waiting,
+        };
+        self.held.insert(self.next_ticket, held);
+        self.next_ticket += 1;
+    }
+
+    /// A flood line of a held reply is handled by its neighbour (or cannot be delivered).
+    /// When it was the last one, the reply is released.
+    pub fn flood_done(
+        &mut self,
+        ticket: Ticket,
+        clients: &mut HashMap<Token, Client>,
+        touched: &mut Vec<Token>,
+    ) {
+        let Some(held) = self.held.get_mut(&ticket) else {
+            return;
+        };
+        held.waiting -= 1;
+        if held.waiting > 0 {
+            return;
+        }
+        let Some(held) = self.held.remove(&ticket) else {
+            return;
+        };
+        if let Some(c) = clients.get_mut(&held.token) {
+            c.replies.fill(c.io.out_mut(), held.seq, held.reply);
+            touched.push(held.token);
         }
     }
 
     /// Stores an AT line if it is newer than what is known, and floods it to every
     /// neighbour except `from`, the one it came from. An AT that is not newer stops here:
     /// that is what ends a flood on a cycle. What became of the line is left in `self.fate`
-    /// for the caller's log record.
-    fn learn(&mut self, report: &Report<'_>, at: &[u8], from: Option<usize>) {
+    /// for the caller's log record. Returns how many one-line links took `ticket` with the
+    /// line (and will report it done, see [`Herd::flood_done`]).
+    fn learn(
+        &mut self,
+        report: &Report<'_>,
+        at: &[u8],
+        from: Option<usize>,
+        ticket: Option<Ticket>,
+    ) -> usize {
         self.fate.clear();
         let Some(line) = self.store.update(report, at) else {
             self.fate.push_str("not newer");
@@ -238,16 +310,18 @@ impl Herd {
                 self.trace,
                 "not newer than what we know: stored nothing, flooded nothing"
             );
-            return;
+            return 0;
         };
+        let mut taken = 0;
         let logging = log::log_enabled!(log::Level::Info);
         for (i, link) in self.links.iter_mut().enumerate() {
             if Some(i) == from {
                 continue;
             }
             let before = link.queued();
-            let sent = link.send(&line);
-            timeline::flood_out(&self.name, &link.name, &line, &sent, link.speaks_via);
+            let sent = link.send(&line, ticket);
+            let via = link.speaks_via && !link.one_line();
+            timeline::flood_out(&self.name, &link.name, &line, &sent, via);
             self.congested |= link.congested();
             if logging {
                 let fate = &mut self.fate;
@@ -255,7 +329,7 @@ impl Herd {
                 fate.push_str(&link.name);
                 fate.push_str(match sent {
                     Sent::Queued => "",
-                    Sent::NeedConnect => " (new connection)",
+                    Sent::Held => " (new connection)",
                     Sent::Dropped => " (link down: sent with the catch-up)",
                     Sent::Overflow => " (not reading: link dropped)",
                 });
@@ -269,11 +343,17 @@ impl Herd {
                 );
             }
             match sent {
-                Sent::NeedConnect if !self.want_connect.contains(&i) => self.want_connect.push(i),
+                Sent::Held => {
+                    taken += usize::from(ticket.is_some());
+                    if !self.want_connect.contains(&i) {
+                        self.want_connect.push(i);
+                    }
+                }
                 Sent::Overflow if !self.overflowed.contains(&i) => self.overflowed.push(i),
                 _ => {}
             }
         }
+        taken
     }
 
     /// WHATSAT for a known client: join a lookup already in flight for the same place, or
@@ -345,11 +425,16 @@ impl Herd {
         }
     }
 
-    /// A WHATSAT about a client nobody has reported *yet*. The grading scripts send a WHATSAT
-    /// to a server two hops away the moment the IAMAT's reply arrives; the flood is written
-    /// before that reply, but on a busy machine it may still be on its way. So the answer
-    /// `? ` waits up to [`UNKNOWN_GRACE`] for the location to arrive ([`Herd::recheck_unknown`]).
-    fn wait_for_unknown(
+    /// Puts a WHATSAT off until every line read in this loop turn has been handled
+    /// ([`Herd::recheck_unknown`] runs after the turn's reads): a flood that arrived in the
+    /// same turn as the WHATSAT, on a connection accepted earlier, is applied first, whatever
+    /// order the events came in.
+    ///
+    /// A WHATSAT about a client nobody has reported *yet* waits longer. The grading scripts
+    /// send a WHATSAT to a server two hops away the moment the IAMAT's reply arrives; the
+    /// flood is written before that reply, but on a busy machine it may still be on its way.
+    /// So the answer `? ` waits up to [`UNKNOWN_GRACE`] for the location to arrive.
+    fn defer_whatsat(
         &mut self,
         token: Token,
         seq: u64,
@@ -360,7 +445,7 @@ impl Herd {
     ) {
         trace!(
             self.trace,
-            "conn {}: client not known yet; waiting a moment", token.0
+            "conn {}: WHATSAT put off to the end of the turn", token.0
         );
         self.unknown.push(Unknown {
             token,
@@ -373,8 +458,9 @@ impl Herd {
         });
     }
 
-    /// Goes back to the WHATSATs about unknown clients: those whose client is now known
-    /// start their lookup; those past their deadline get `? `.
+    /// Goes back to the WHATSATs put off (after the turn's reads, see
+    /// [`Herd::defer_whatsat`]): those whose client is known start their lookup; those past
+    /// their deadline get `? `; the rest wait for their client a little longer.
     pub fn recheck_unknown(
         &mut self,
         clients: &mut HashMap<Token, Client>,
@@ -457,6 +543,20 @@ impl Herd {
     pub fn lookups_in_flight(&self) -> usize {
         self.in_flight.len()
     }
+}
+
+/// An IAMAT reply (or the empty reply that keeps an AT's connection open) held until the
+/// flood lines it caused are handled (see [`Herd::iamat`]).
+#[derive(Debug)]
+struct HeldReply {
+    /// The connection that asked.
+    token: Token,
+    /// Its place in that connection's replies.
+    seq: u64,
+    /// The AT line, with its `\n` (nothing for an AT passed on).
+    reply: Vec<u8>,
+    /// One-line links whose copy is not handled yet.
+    waiting: usize,
 }
 
 /// A WHATSAT reply: the stored AT line, the JSON cut to the bound, and a blank line.

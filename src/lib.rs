@@ -16,7 +16,7 @@
 //! | [`server`] | the reactor: the poll loop, tokens, accept, read, write, close, timers |
 //! | [`transport`] | a nonblocking socket with its output buffer (Twisted's `FileDescriptor`) |
 //! | [`client`] | one accepted connection: input lines, replies kept in request order |
-//! | [`peer`] | a link to one neighbour: connect, queue, catch-up, backoff |
+//! | [`peer`] | a link to one neighbour: connect, queue, catch-up, backoff, one line per connection |
 //! | [`liveness`] | TCP keepalive and `TCP_USER_TIMEOUT` on links: noticing a dead neighbour |
 //! | [`herd`] | what a line does: IAMAT, AT, WHATSAT, flooding, lookups in flight |
 //! | [`auth`] | `--herd-key`: signing and checking AT lines with the herd's secret |

@@ -4,8 +4,18 @@
 //! idle), `Connecting` (a nonblocking connect is under way; lines queue in the output buffer,
 //! as Twisted queues writes on a connecting transport), and `Up`. A link that fails goes
 //! `Down` with a retry time that doubles up to [`MAX_BACKOFF`]. When a link comes up after
-//! being down, it is owed a catch-up: every location the server knows, streamed from a
-//! snapshot a chunk at a time so the output buffer stays small.
+//! being down, it is owed a catch-up (unless `--catch-up off`): every location the server
+//! knows, streamed from a snapshot a chunk at a time so the output buffer stays small.
+//!
+//! A link in *one-line* mode carries exactly one AT line per connection, catch-up included
+//! (SPEC §3): per-update links always, and a persistent link once its neighbour has shown that
+//! it closes every connection after one read, as many course servers do. Lines wait in
+//! `pending` for a connection of their own, one connect at a time. A line that someone waits
+//! for (the reply to an IAMAT, or the close of the connection that brought an AT) carries a
+//! [`Ticket`]. Once such a line is written, its connection is half-closed and kept
+//! *draining* until the neighbour closes it, which it does after handling the line; only
+//! then is the ticket done (a refused connect, or no close within [`DRAIN_TIMEOUT`], counts
+//! as done too). Draining connections do not hold up the next connect. See `herd`.
 //!
 //! Two more jobs sit here because they are about one neighbour:
 //! - **No echoes.** A line is never sent back to the neighbour it came from. To know where a
@@ -20,6 +30,7 @@
 //!   link that writes nothing for [`LINK_STALL`] is dropped, so a neighbour that stopped
 //!   reading cannot hold the herd; it is caught up when it comes back.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -56,6 +67,46 @@ pub const LINK_STALL: Duration = Duration::from_secs(1);
 /// Less than this written in [`LINK_STALL`] with a queue waiting counts as no progress
 /// (about 700 AT lines a second; a healthy neighbour takes hundreds of thousands).
 pub const LINK_STALL_BYTES: usize = 64 << 10;
+/// A persistent link the neighbour closes this soon after it came up, [`QUICK_CLOSES`] times
+/// in a row (with no refused connect in between, so the neighbour did not restart), goes to
+/// a neighbour that closes every connection after one read.
+const QUICK_CLOSE: Duration = Duration::from_millis(500);
+/// See [`QUICK_CLOSE`].
+const QUICK_CLOSES: u32 = 3;
+
+/// Names the flood lines of one IAMAT (or one AT passed on) on one-line links: the IAMAT's
+/// reply (or the AT's connection) is held until every link has reported its ticket done.
+pub type Ticket = u64;
+
+/// The longest a written line's connection waits for the neighbour to close it. Only a
+/// backstop for a neighbour that never closes: a flood through a few hops of a loaded herd
+/// may take a while, and giving up early would let the client outrun it.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
+/// At most this many connections per link wait for their neighbour's close; past it, a
+/// written line counts as done at once.
+const MAX_DRAINING: usize = 64;
+
+/// A written one-line connection, half-closed, waiting for the neighbour to close it: the
+/// sign that the neighbour has handled the line.
+#[derive(Debug)]
+pub struct Draining {
+    /// The socket.
+    pub transport: Transport,
+    /// The ticket done when the neighbour closes.
+    pub ticket: Ticket,
+    /// When to stop waiting.
+    pub deadline: Instant,
+}
+
+/// How a one-line connection ended once its line was written.
+#[derive(Debug)]
+pub enum Finished {
+    /// Closed at once (nobody waits for the line, or too many are draining): the caller
+    /// deregisters the socket and reports the ticket, if any, done.
+    Closed(Transport, Option<Ticket>),
+    /// Half-closed and moved to [`PeerLink::draining`].
+    Draining,
+}
 
 /// How links to neighbours are used (SPEC §3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,10 +137,11 @@ pub enum LinkState {
 pub enum Sent {
     /// Queued on the socket.
     Queued,
-    /// The link is down; the line will reach the neighbour with the catch-up.
+    /// The link is down; the line will reach the neighbour with the catch-up (if any).
     Dropped,
-    /// Per-update mode with no socket open: the caller should connect now; the line is held.
-    NeedConnect,
+    /// One-line mode: the line waits for a connection of its own, and its ticket (if any) is
+    /// reported done later. The caller makes sure a connect is started.
+    Held,
     /// The queue is over [`MAX_QUEUE`]: the caller should drop the link.
     Overflow,
 }
@@ -112,12 +164,27 @@ pub struct PeerLink {
     pub needs_sync: bool,
     /// The rest of a catch-up, still to send.
     sync: Vec<Arc<[u8]>>,
-    /// Lines held for the next connection (per-update mode only).
-    held: Vec<u8>,
     /// When the connect under way is given up.
     connect_deadline: Option<Instant>,
     /// The herd's secret (`--herd-key`): every line we send carries its tag.
     key: Option<Arc<HerdKey>>,
+    /// `--catch-up`: whether a (re)connected link is sent what the server knows.
+    catch_up: bool,
+    /// One AT line per connection: per-update mode, or a neighbour that closes after one read.
+    one_line: bool,
+    /// One-line mode: lines waiting for a connection of their own, oldest first, each with
+    /// the ticket of whoever waits for it.
+    pending: VecDeque<(Arc<[u8]>, Option<Ticket>)>,
+    /// Bytes in `pending`, bounded by [`MAX_QUEUE`].
+    pending_bytes: usize,
+    /// One-line mode: the ticket of the line on the connection open now.
+    current: Option<Ticket>,
+    /// When the connection open now came up.
+    up_since: Option<Instant>,
+    /// Persistent links closed by the neighbour soon after coming up, in a row.
+    quick_closes: u32,
+    /// One-line connections written and waiting for the neighbour's close.
+    pub draining: Vec<Draining>,
     /// ` via=OURNAME`: the field that names us on lines we forward.
     via_field: Box<[u8]>,
     /// The neighbour has sent us a `via=` line: it reads the field, so our lines carry it.
@@ -132,12 +199,14 @@ pub struct PeerLink {
 
 impl PeerLink {
     /// A link that is down and due to connect at once (persistent) or on the first flood.
+    /// `me` is this server's name; `catch_up` is `--catch-up`.
     pub fn new(
         me: &str,
         name: String,
         addr: SocketAddr,
         mode: LinkMode,
         key: Option<Arc<HerdKey>>,
+        catch_up: bool,
         now: Instant,
     ) -> PeerLink {
         let retry_at = match mode {
@@ -150,11 +219,18 @@ impl PeerLink {
             mode,
             state: LinkState::Down { retry_at },
             backoff: FIRST_BACKOFF,
-            needs_sync: mode == LinkMode::Persistent,
+            needs_sync: mode == LinkMode::Persistent && catch_up,
             sync: Vec::new(),
-            held: Vec::new(),
             connect_deadline: None,
             key,
+            catch_up,
+            one_line: mode == LinkMode::PerUpdate,
+            pending: VecDeque::new(),
+            pending_bytes: 0,
+            current: None,
+            up_since: None,
+            quick_closes: 0,
+            draining: Vec::new(),
             via_field: [b" ", crate::protocol::VIA, me.as_bytes()].concat().into(),
             speaks_via: false,
             probe_pending: false,
@@ -194,10 +270,14 @@ impl PeerLink {
         }
     }
 
-    /// Offers one AT line (without its `\n`, which is added here) to this neighbour.
-    pub fn send(&mut self, line: &[u8]) -> Sent {
-        match (&mut self.state, self.mode) {
-            (LinkState::Connecting(t) | LinkState::Up(t), _) => {
+    /// Offers one AT line (without its `\n`, which is added here) to this neighbour. In
+    /// one-line mode, `ticket` goes with the line and is reported done once it is handled.
+    pub fn send(&mut self, line: &[u8], ticket: Option<Ticket>) -> Sent {
+        if self.one_line {
+            return self.hold(line, ticket);
+        }
+        match &mut self.state {
+            LinkState::Connecting(t) | LinkState::Up(t) => {
                 let via = self.speaks_via.then_some(&*self.via_field);
                 let key = self.key.as_deref();
                 put_line(t.out_mut(), line, via, key);
@@ -209,20 +289,38 @@ impl PeerLink {
                     Sent::Queued
                 }
             }
-            (LinkState::Down { retry_at: None }, LinkMode::PerUpdate) => {
-                put_line(&mut self.held, line, None, self.key.as_deref());
-                Sent::NeedConnect
-            }
-            (LinkState::Down { .. }, _) => Sent::Dropped,
+            LinkState::Down { .. } => Sent::Dropped,
         }
     }
 
-    /// Bytes waiting for this neighbour: on the socket, or held for the next connection.
-    pub fn queued(&self) -> usize {
-        match &self.state {
-            LinkState::Connecting(t) | LinkState::Up(t) => t.backlog(),
-            LinkState::Down { .. } => self.held.len(),
+    /// One-line mode: the line waits for a connection of its own.
+    fn hold(&mut self, line: &[u8], ticket: Option<Ticket>) -> Sent {
+        if self.catch_up && self.retry_at().is_some() {
+            // Backing off after a failure: the catch-up brings it when the link is back.
+            return Sent::Dropped;
         }
+        if self.pending_bytes + line.len() > MAX_QUEUE {
+            return Sent::Overflow;
+        }
+        self.pending_bytes += line.len();
+        self.pending.push_back((Arc::from(line), ticket));
+        Sent::Held
+    }
+
+    /// One-line mode: true while lines wait for a connection and none is open.
+    pub fn wants_connect(&self) -> bool {
+        self.one_line
+            && self.token().is_none()
+            && !(self.pending.is_empty() && self.sync.is_empty())
+    }
+
+    /// Bytes waiting for this neighbour: on the socket, or waiting for a connection.
+    pub fn queued(&self) -> usize {
+        let on_socket = match &self.state {
+            LinkState::Connecting(t) | LinkState::Up(t) => t.backlog(),
+            LinkState::Down { .. } => 0,
+        };
+        on_socket + self.pending_bytes
     }
 
     /// True when this link is up and its queue is over [`LINK_HIGH`].
@@ -263,10 +361,8 @@ impl PeerLink {
         }
     }
 
-    /// A connect was started on `transport`; anything held goes into its queue.
-    pub fn connecting(&mut self, mut transport: Transport) {
-        transport.queue(&self.held);
-        self.held = Vec::new();
+    /// A connect was started on `transport`.
+    pub fn connecting(&mut self, transport: Transport) {
         self.state = LinkState::Connecting(transport);
         self.connect_deadline = Some(Instant::now() + CONNECT_TIMEOUT);
     }
@@ -280,49 +376,139 @@ impl PeerLink {
         }
         self.backoff = FIRST_BACKOFF;
         self.watch = None;
-        // Per-update links carry one plain line per connection, for course servers.
-        self.probe_pending = self.mode == LinkMode::Persistent && !self.speaks_via;
+        self.up_since = Some(Instant::now());
+        // One-line links carry one plain line per connection, for course servers.
+        self.probe_pending = !self.one_line && !self.speaks_via;
         if self.needs_sync {
             self.sync = snapshot();
             self.needs_sync = false;
         }
+        if self.one_line {
+            self.load_one_line();
+        }
     }
 
-    /// The link failed or dropped: forget the socket and what was queued on it (the next
-    /// catch-up resends it all), and schedule a retry. Returns the delay chosen.
-    pub fn failed(&mut self, now: Instant) -> Duration {
+    /// One-line mode: puts the next line on the connection just up: a waiting flood first
+    /// (someone may be waiting for it), else the next line of the catch-up.
+    fn load_one_line(&mut self) {
+        let LinkState::Up(t) = &mut self.state else {
+            return;
+        };
+        let line = match self.pending.pop_front() {
+            Some((line, ticket)) => {
+                self.pending_bytes -= line.len();
+                self.current = ticket;
+                line
+            }
+            None => match self.sync.pop() {
+                Some(line) => line,
+                None => return,
+            },
+        };
+        // Plain six fields: one-line links are for course servers (see the module docs).
+        put_line(t.out_mut(), &line, None, self.key.as_deref());
+    }
+
+    /// The link failed or dropped: forget the socket and what was queued on it, and schedule
+    /// a retry. Returns the delay chosen (`None`: one-line mode without catch-up, where the
+    /// next flood simply tries a fresh connection) and the tickets of the lines given up: a
+    /// refused connect counts as done, and the catch-up (if on) resends everything later.
+    pub fn failed(&mut self, now: Instant) -> (Option<Duration>, Vec<Ticket>) {
+        if matches!(self.state, LinkState::Connecting(_)) {
+            // The neighbour was really down: its earlier closes were not its habit.
+            self.quick_closes = 0;
+        }
+        let mut given_up: Vec<Ticket> = self.current.take().into_iter().collect();
+        given_up.extend(self.pending.drain(..).filter_map(|(_, ticket)| ticket));
+        self.pending_bytes = 0;
+        self.sync = Vec::new();
+        self.up_since = None;
+        self.watch = None;
+        if self.one_line && !self.catch_up {
+            self.state = LinkState::Down { retry_at: None };
+            return (None, given_up);
+        }
         let delay = self.backoff;
         self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
         self.state = LinkState::Down {
             retry_at: Some(now + delay),
         };
-        self.needs_sync = true;
-        self.sync = Vec::new();
-        self.held = Vec::new();
-        self.watch = None;
-        delay
+        self.needs_sync = self.catch_up;
+        (Some(delay), given_up)
     }
 
-    /// Per-update mode: the connection has written everything; close it and go idle.
-    /// Returns the closed socket so the caller can deregister it.
-    pub fn finish_update(&mut self) -> Option<Transport> {
-        let idle = self.mode == LinkMode::PerUpdate && self.sync.is_empty();
+    /// The neighbour closed a persistent link. Returns true when that makes it the
+    /// [`QUICK_CLOSES`]th quick close in a row: the neighbour closes every connection after
+    /// one read, and from now on this link sends it one line per connection.
+    pub fn closed_by_neighbour(&mut self, now: Instant) -> bool {
+        let quick = self
+            .up_since
+            .is_some_and(|t| now.duration_since(t) < QUICK_CLOSE);
+        self.quick_closes = if quick { self.quick_closes + 1 } else { 0 };
+        if self.one_line || self.quick_closes < QUICK_CLOSES {
+            return false;
+        }
+        self.one_line = true;
+        true
+    }
+
+    /// One-line mode: the connection has written its line, and the link goes idle (ready
+    /// for the next connect). A line someone waits for keeps its connection, half-closed,
+    /// until the neighbour closes it ([`Finished::Draining`]); any other is closed at once.
+    pub fn finish_update(&mut self, now: Instant) -> Option<Finished> {
         match &self.state {
-            LinkState::Up(t) if idle && t.backlog() == 0 => {
-                match std::mem::replace(&mut self.state, LinkState::Down { retry_at: None }) {
-                    LinkState::Up(t) => Some(t),
-                    _ => None,
-                }
+            LinkState::Up(t) if self.one_line && t.backlog() == 0 => {}
+            _ => return None,
+        }
+        self.up_since = None;
+        let LinkState::Up(t) =
+            std::mem::replace(&mut self.state, LinkState::Down { retry_at: None })
+        else {
+            return None;
+        };
+        let ticket = self.current.take();
+        match ticket {
+            Some(ticket) if self.draining.len() < MAX_DRAINING => {
+                // Our FIN tells a neighbour that reads to the end that nothing more comes.
+                let _ = t.stream.shutdown(std::net::Shutdown::Write);
+                self.draining.push(Draining {
+                    transport: t,
+                    ticket,
+                    deadline: now + DRAIN_TIMEOUT,
+                });
+                Some(Finished::Draining)
             }
-            _ => None,
+            _ => Some(Finished::Closed(t, ticket)),
         }
     }
 
-    /// Moves the next part of a catch-up into the output buffer, if it has room.
+    /// The draining connection with this token, taken out of the list.
+    pub fn take_draining(&mut self, token: mio::Token) -> Option<Draining> {
+        let k = self
+            .draining
+            .iter()
+            .position(|d| d.transport.token == token)?;
+        Some(self.draining.swap_remove(k))
+    }
+
+    /// The draining connections past their deadline, taken out of the list.
+    pub fn take_expired(&mut self, now: Instant) -> Vec<Draining> {
+        let (expired, waiting) = std::mem::take(&mut self.draining)
+            .into_iter()
+            .partition(|d| d.deadline <= now);
+        self.draining = waiting;
+        expired
+    }
+
+    /// Moves the next part of a catch-up into the output buffer, if it has room (not in
+    /// one-line mode, where each connection carries one line).
     pub fn refill(&mut self) {
         let LinkState::Up(t) = &mut self.state else {
             return;
         };
+        if self.one_line {
+            return;
+        }
         let via = self.speaks_via.then_some(&*self.via_field);
         while t.backlog() < SYNC_CHUNK {
             let Some(line) = self.sync.pop() else { break };
@@ -341,6 +527,11 @@ impl PeerLink {
     /// True while a catch-up is being sent.
     pub fn syncing(&self) -> bool {
         !self.sync.is_empty()
+    }
+
+    /// True when this link sends one line per connection.
+    pub fn one_line(&self) -> bool {
+        self.one_line
     }
 }
 
@@ -367,5 +558,78 @@ fn probe(
 ) {
     if std::mem::take(pending) {
         put_line(out, line, Some(via_field), key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link(mode: LinkMode, catch_up: bool) -> PeerLink {
+        let addr = SocketAddr::from(([127, 0, 0, 1], 9));
+        PeerLink::new("Me", "N".into(), addr, mode, None, catch_up, Instant::now())
+    }
+
+    #[test]
+    fn one_line_links_hold_each_line_with_its_ticket() {
+        let mut l = link(LinkMode::PerUpdate, false);
+        assert_eq!(l.send(b"AT a", Some(7)), Sent::Held);
+        assert_eq!(l.send(b"AT b", None), Sent::Held);
+        assert!(l.wants_connect());
+        // A refused connect: both lines are given up, and the ticket with them, so the
+        // IAMAT reply waiting for it is released. Without catch-up, no backoff: the next
+        // flood tries a fresh connection at once.
+        assert_eq!(l.failed(Instant::now()), (None, vec![7]));
+        assert!(!l.wants_connect());
+        assert_eq!(l.retry_at(), None);
+        assert_eq!(l.send(b"AT c", Some(8)), Sent::Held);
+    }
+
+    #[test]
+    fn with_catch_up_a_failed_link_backs_off_and_owes_a_catch_up() {
+        let mut l = link(LinkMode::PerUpdate, true);
+        assert_eq!(l.send(b"AT a", Some(1)), Sent::Held);
+        let (delay, given_up) = l.failed(Instant::now());
+        assert_eq!((delay, given_up), (Some(FIRST_BACKOFF), vec![1]));
+        assert!(l.needs_sync);
+        // While backing off, lines are left to the catch-up.
+        assert_eq!(l.send(b"AT b", Some(2)), Sent::Dropped);
+    }
+
+    #[test]
+    fn without_catch_up_a_persistent_link_owes_nothing() {
+        let mut l = link(LinkMode::Persistent, false);
+        assert!(!l.needs_sync);
+        l.failed(Instant::now());
+        assert!(!l.needs_sync);
+        assert_eq!(l.send(b"AT a", None), Sent::Dropped);
+        let mut l = link(LinkMode::Persistent, true);
+        l.failed(Instant::now());
+        assert!(l.needs_sync);
+    }
+
+    #[test]
+    fn three_quick_closes_in_a_row_switch_to_one_line() {
+        let mut l = link(LinkMode::Persistent, true);
+        let now = Instant::now();
+        let closes = |l: &mut PeerLink, lived: Duration| {
+            l.up_since = Some(now);
+            l.closed_by_neighbour(now + lived)
+        };
+        assert!(!closes(&mut l, Duration::from_millis(5)));
+        assert!(!closes(&mut l, Duration::from_millis(5)));
+        // A connection that lived long resets the count: a neighbour that restarted.
+        assert!(!closes(&mut l, Duration::from_secs(2)));
+        assert!(!closes(&mut l, Duration::from_millis(5)));
+        assert!(!closes(&mut l, Duration::from_millis(5)));
+        assert!(!l.one_line());
+        assert!(closes(&mut l, Duration::from_millis(5)), "third in a row");
+        assert!(l.one_line());
+        // Said once: later closes do not switch again.
+        assert!(!closes(&mut l, Duration::from_millis(5)));
+        // The link goes down as usual; the catch-up when it is back goes one line per
+        // connection.
+        let (delay, _) = l.failed(now);
+        assert!(delay.is_some() && l.needs_sync);
     }
 }

@@ -27,7 +27,7 @@ use crate::herd::{Herd, Origin};
 use crate::lines::Next;
 use crate::liveness;
 use crate::logging::{self, trace};
-use crate::peer::{LinkMode, LinkState, PeerLink};
+use crate::peer::{Draining, Finished, LinkMode, LinkState, PeerLink};
 use crate::places::Provider;
 use crate::signals;
 use crate::timeline::{self, mark};
@@ -54,6 +54,8 @@ const MAX_WAITING: usize = 1024;
 /// How long after an overlong line we keep draining a client's input before closing, so
 /// our `? ` reply is not destroyed by a reset.
 const LINGER: Duration = Duration::from_secs(2);
+/// One-line links: the most connections one link opens and writes in one loop turn.
+const ONE_LINE_BURST: usize = 32;
 /// After `accept` fails for lack of descriptors, wait this long before trying again.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
@@ -67,6 +69,8 @@ pub struct Config {
     pub max_line: usize,
     /// Persistent or per-update links.
     pub links: LinkMode,
+    /// Send what we know to a (re)connected neighbour (`--catch-up on`).
+    pub catch_up: bool,
     /// Places worker threads.
     pub workers: usize,
     /// Lookups that may wait for a worker before WHATSATs are answered "busy".
@@ -145,7 +149,8 @@ impl Server {
             .iter()
             .map(|(name, addr)| {
                 let key = config.admission.key.clone();
-                PeerLink::new(&config.name, name.clone(), *addr, config.links, key, now)
+                let (mode, catch_up) = (config.links, config.catch_up);
+                PeerLink::new(&config.name, name.clone(), *addr, mode, key, catch_up, now)
             })
             .collect();
         Ok(Server {
@@ -237,9 +242,11 @@ impl Server {
         }
         let links = self.herd.links.iter();
         let deadlines = links.flat_map(|l| {
+            let draining = l.draining.iter().map(|d| d.deadline);
             (l.retry_at().into_iter())
                 .chain(l.connect_deadline())
                 .chain(l.stall_deadline())
+                .chain(draining)
         });
         let deadlines = deadlines
             .chain(self.accept_retry_at)
@@ -277,6 +284,8 @@ impl Server {
                 token => {
                     if let Some(i) = self.link_index(token) {
                         self.link_event(i, event.is_readable() || event.is_read_closed());
+                    } else if let Some(i) = self.draining_link(token) {
+                        self.drain_event(i, token);
                     }
                 }
             }
@@ -529,6 +538,9 @@ impl Server {
     fn run_timers(&mut self) {
         let now = Instant::now();
         for i in 0..self.herd.links.len() {
+            for d in self.herd.links[i].take_expired(now) {
+                self.drained(i, d, "no close from the neighbour in time");
+            }
             let link = &self.herd.links[i];
             if link.retry_at().is_some_and(|t| t <= now) {
                 self.start_connect(i);
@@ -696,6 +708,44 @@ impl Server {
             .position(|l| l.token() == Some(token))
     }
 
+    /// Which neighbour link has a draining connection with this token, if any.
+    fn draining_link(&self, token: Token) -> Option<usize> {
+        let drains = |l: &PeerLink| l.draining.iter().any(|d| d.transport.token == token);
+        self.herd.links.iter().position(drains)
+    }
+
+    /// An event on a draining one-line connection: read until the neighbour's close.
+    fn drain_event(&mut self, i: usize, token: Token) {
+        let Some(mut d) = self.herd.links[i].take_draining(token) else {
+            return;
+        };
+        let mut scratch = [0u8; 512];
+        let how = loop {
+            match d.transport.read(&mut scratch) {
+                Ok(Some(0)) => break "handled",
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    // Not closed yet: keep waiting.
+                    self.herd.links[i].draining.push(d);
+                    return;
+                }
+                Err(_) => break "handled (reset)",
+            }
+        };
+        self.drained(i, d, how);
+    }
+
+    /// A draining connection is over: close it, and report its line's ticket done.
+    fn drained(&mut self, i: usize, mut d: Draining, how: &str) {
+        d.transport.deregister(self.poll.registry());
+        log::info!(
+            "link to {}: update written, connection closed ({how})",
+            self.herd.links[i].name
+        );
+        self.herd
+            .flood_done(d.ticket, &mut self.clients, &mut self.dirty);
+    }
+
     /// Starts a nonblocking connect to neighbour `i`.
     fn start_connect(&mut self, i: usize) {
         let token = self.new_token();
@@ -731,77 +781,114 @@ impl Server {
     fn link_event(&mut self, i: usize, readable: bool) {
         let link = &mut self.herd.links[i];
         match &mut link.state {
-            LinkState::Connecting(t) => {
-                // The outcome of a nonblocking connect. take_error() exactly once, first: a
-                // second call returns None and would make a refusal look like success.
-                match t.stream.take_error() {
-                    Ok(Some(e)) | Err(e) => {
-                        let why = format!("connect to {} failed: {e}", link.addr);
-                        return self.link_failed(i, &why);
-                    }
-                    Ok(None) => {}
-                }
-                match t.stream.peer_addr() {
-                    Ok(_) => {
-                        let token = t.token;
-                        let store = &self.herd.store;
-                        link.connected(|| store.snapshot());
-                        log::info!(
-                            "link to {} up (conn {}){}",
-                            link.name,
-                            token.0,
-                            if link.syncing() {
-                                ", sending what we know"
-                            } else {
-                                ""
-                            }
-                        );
-                    }
-                    // Not connected yet: a spurious event. Wait for the next one.
-                    Err(e) if e.kind() == io::ErrorKind::NotConnected => {}
-                    Err(e) => {
-                        let why = format!("connect to {} failed: {e}", link.addr);
-                        self.link_failed(i, &why);
-                    }
-                }
-            }
+            LinkState::Connecting(_) => self.connect_outcome(i),
             LinkState::Up(t) if readable => {
                 // Neighbours do not answer AT lines; read only to notice a close.
                 let mut scratch = [0u8; 4096];
-                loop {
+                let why = loop {
                     match t.read(&mut scratch) {
-                        Ok(Some(0)) => return self.link_failed(i, "closed by the neighbour"),
+                        Ok(Some(0)) => break "closed by the neighbour".to_string(),
                         Ok(Some(n)) => log::debug!("link to {}: ignored {n} bytes", link.name),
-                        Ok(None) => break,
-                        Err(e) => return self.link_failed(i, &format!("read error: {e}")),
+                        Ok(None) => return,
+                        Err(e) => break format!("read error: {e}"),
                     }
+                };
+                // Many course servers read one chunk, handle its first line and close.
+                // Noticed once, such a neighbour is sent one line per connection (SPEC §3).
+                if link.closed_by_neighbour(Instant::now()) {
+                    log::info!(
+                        "link to {0}: {0} closes every connection after one read; sending it \
+                         one line per connection from now on",
+                        link.name
+                    );
                 }
+                self.link_failed(i, &why);
             }
             _ => {}
         }
     }
 
-    /// Writes a link's queue (topping it up from a catch-up); in per-update mode, closes the
-    /// connection once everything is written.
+    /// Looks at how a link's nonblocking connect went: failed, up, or still under way.
+    fn connect_outcome(&mut self, i: usize) {
+        let link = &mut self.herd.links[i];
+        let LinkState::Connecting(t) = &mut link.state else {
+            return;
+        };
+        // take_error() exactly once, first: a second call returns None and would make a
+        // refusal look like success.
+        match t.stream.take_error() {
+            Ok(Some(e)) | Err(e) => {
+                let why = format!("connect to {} failed: {e}", link.addr);
+                return self.link_failed(i, &why);
+            }
+            Ok(None) => {}
+        }
+        match t.stream.peer_addr() {
+            Ok(_) => {
+                let token = t.token;
+                let store = &self.herd.store;
+                link.connected(|| store.snapshot());
+                log::info!(
+                    "link to {} up (conn {}){}",
+                    link.name,
+                    token.0,
+                    if link.syncing() {
+                        ", sending what we know"
+                    } else {
+                        ""
+                    }
+                );
+            }
+            // Not connected yet (a spurious event, or not done): wait for the next event.
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => {}
+            Err(e) => {
+                let why = format!("connect to {} failed: {e}", link.addr);
+                self.link_failed(i, &why);
+            }
+        }
+    }
+
+    /// Writes a link's queue. A one-line link may go through several connections in one
+    /// turn: on loopback a nonblocking connect has usually finished by the time `connect`
+    /// returns, so its line is written at once instead of a loop turn later (at most
+    /// [`ONE_LINE_BURST`] per turn, so one busy link cannot hold up the loop).
     fn flush_link(&mut self, i: usize) {
+        for _ in 0..ONE_LINE_BURST {
+            if matches!(self.herd.links[i].state, LinkState::Connecting(_)) {
+                self.connect_outcome(i);
+            }
+            if !self.write_link(i) {
+                return;
+            }
+        }
+    }
+
+    /// Writes a link's queue (topping it up from a catch-up); in one-line mode, once the line
+    /// is written, closes the connection (or leaves it draining until the neighbour closes
+    /// it, when someone waits for the line: see [`Herd::iamat`]) and starts the next
+    /// connection if more lines wait. Returns true when it started one.
+    fn write_link(&mut self, i: usize) -> bool {
         let registry = self.poll.registry();
         let link = &mut self.herd.links[i];
         if !matches!(link.state, LinkState::Up(_)) {
-            return;
+            return false;
         }
         let now = Instant::now();
         let mut wrote_total = 0;
         loop {
             link.refill();
             let LinkState::Up(t) = &mut link.state else {
-                return;
+                return false;
             };
             if t.backlog() == 0 {
                 break;
             }
             let (wrote, left) = match t.flush(registry) {
                 Ok(n) => (n, t.backlog()),
-                Err(e) => return self.link_failed(i, &format!("write error: {e}")),
+                Err(e) => {
+                    self.link_failed(i, &format!("write error: {e}"));
+                    return false;
+                }
             };
             trace!(
                 self.trace,
@@ -815,25 +902,51 @@ impl Server {
         }
         // For flow control's stall check: is the neighbour taking what we queue?
         link.note_progress(now, wrote_total);
-        if let Some(mut t) = link.finish_update() {
-            t.deregister(registry);
-            log::info!("link to {}: update written, connection closed", link.name);
+        let done = match link.finish_update(now) {
+            None => return false,
+            Some(Finished::Draining) => {
+                log::debug!(
+                    "link to {}: update written, waiting for its close",
+                    link.name
+                );
+                None
+            }
+            Some(Finished::Closed(mut t, ticket)) => {
+                t.deregister(registry);
+                log::info!("link to {}: update written, connection closed", link.name);
+                ticket
+            }
+        };
+        let more = link.wants_connect();
+        if let Some(ticket) = done {
+            self.herd
+                .flood_done(ticket, &mut self.clients, &mut self.dirty);
         }
+        if more {
+            self.start_connect(i);
+        }
+        more
     }
 
-    /// A link failed or dropped: close its socket and schedule a retry.
+    /// A link failed or dropped: close its socket and schedule a retry. Held IAMAT replies
+    /// waiting for its lines are released: a neighbour that cannot be reached is done.
     fn link_failed(&mut self, i: usize, why: &str) {
         let link = &mut self.herd.links[i];
         if let Some(t) = link.transport() {
             t.deregister(self.poll.registry());
         }
-        let delay = link.failed(Instant::now());
-        let retry = match link.mode {
-            LinkMode::Persistent => format!("retry in {} ms", delay.as_millis()),
-            LinkMode::PerUpdate => format!("probe in {} ms", delay.as_millis()),
+        let (delay, given_up) = link.failed(Instant::now());
+        let retry = match (delay, link.mode) {
+            (None, _) => "the next flood tries again".to_string(),
+            (Some(d), LinkMode::Persistent) => format!("retry in {} ms", d.as_millis()),
+            (Some(d), LinkMode::PerUpdate) => format!("probe in {} ms", d.as_millis()),
         };
         log::info!("link to {} down: {why}; {retry}", link.name);
         mark!("link down", link = &link.name, why = why);
+        for ticket in given_up {
+            self.herd
+                .flood_done(ticket, &mut self.clients, &mut self.dirty);
+        }
     }
 }
 

@@ -199,7 +199,7 @@ pub fn instant(name: &str, args: &[(&str, Arg<'_>)]) {
 #[inline]
 pub fn flood_out(me: &str, to: &str, line: &[u8], sent: &crate::peer::Sent, via: bool) {
     use crate::peer::Sent;
-    if on() && matches!(sent, Sent::Queued | Sent::NeedConnect) {
+    if on() && matches!(sent, Sent::Queued | Sent::Held) {
         let id = line_flow_id(line, via.then_some(me.as_bytes()), to.as_bytes());
         with(|r| {
             let ts = now_ns();

@@ -101,10 +101,12 @@
 //!
 //! **How a nonblocking connect ends.** `TcpStream::connect` returns at once with the connect
 //! under way ([`Server::start_connect`]); the socket is registered for WRITABLE. When the
-//! connect ends, the socket becomes writable (or errors). [`Server::link_event`] then calls
-//! `take_error()` exactly once (a second call returns `None`, hiding a refusal), and then
-//! `peer_addr()`: connected if it has a peer, still connecting if `NotConnected`. Lines
-//! flooded meanwhile wait in the link's output buffer.
+//! connect ends, the socket becomes writable (or errors). [`Server::link_event`] then asks
+//! [`Server::connect_outcome`], which calls `take_error()` exactly once (a second call
+//! returns `None`, hiding a refusal), and then `peer_addr()`: connected if it has a peer,
+//! still connecting if `NotConnected`. Lines flooded meanwhile wait in the link's output
+//! buffer. (A one-line link asks at once, without waiting for the event: on loopback the
+//! connect has usually finished when `connect` returns.)
 //!
 //! **Tokens never repeat.** A token is how an event, and a lookup result, find their
 //! connection. If a closed connection's token were reused, a late event or a slow lookup's
@@ -119,6 +121,21 @@
 //! **Replies in request order.** A WHATSAT may take seconds (Google), an IAMAT behind it
 //! microseconds. [`Replies`] holds the later reply until the earlier one is filled, so a
 //! pipelining client reads its answers in the order it asked.
+//!
+//! **A flood beats the client, by construction.** The grading scripts send an IAMAT, and the
+//! moment its reply arrives, a WHATSAT to a neighbour. With persistent links the flood is
+//! written in the same turn as the reply, links first. A per-update link needs a connect
+//! first, which ends in a later turn, so there [`Herd::iamat`] *holds* the reply
+//! ([`Replies::reserve`]): the flood line goes to the link with a ticket, and
+//! [`Herd::flood_done`] releases the reply once every such link reports the line handled.
+//! Handled means written, and then the neighbour closed the connection, which a server does
+//! once it has read the line ([`Server::drain_event`]); a neighbour that is down is done at
+//! once. A neighbour that passes the line on holds the incoming connection open (an empty
+//! reply held the same way) until its own copies are handled, so the client's reply comes
+//! after the whole herd has the line. On every server, a WHATSAT is put off to the end of
+//! the turn ([`Herd::defer_whatsat`]), after every line read in that turn: a flood line and
+//! a WHATSAT read in the same turn are applied in that order, whatever order `epoll`
+//! reported them in.
 //!
 //! **Backpressure.** A client that sends faster than it reads has its reading paused while
 //! its unsent replies exceed 1 MiB (or it has 1,024 lookups waiting), and resumed when they
@@ -341,6 +358,8 @@
 //! [`Server::drain_lookups`]: crate::server::Server::drain_lookups
 //! [`Server::start_connect`]: crate::server::Server::start_connect
 //! [`Server::link_event`]: crate::server::Server::link_event
+//! [`Server::connect_outcome`]: crate::server::Server::connect_outcome
+//! [`Server::drain_event`]: crate::server::Server::drain_event
 //! [`Client`]: crate::client::Client
 //! [`Client::finished`]: crate::client::Client::finished
 //! [`Replies`]: crate::client::Replies
@@ -355,6 +374,8 @@
 //! [`Herd::iamat`]: crate::herd::Herd::iamat
 //! [`Herd::learn`]: crate::herd::Herd::learn
 //! [`Herd::whatsat`]: crate::herd::Herd::whatsat
+//! [`Herd::flood_done`]: crate::herd::Herd::flood_done
+//! [`Herd::defer_whatsat`]: crate::herd::Herd::defer_whatsat
 //! [`Herd::lookup_done`]: crate::herd::Herd::lookup_done
 //! [`protocol::parse`]: crate::protocol::parse
 //! [`protocol::format_at`]: crate::protocol::format_at

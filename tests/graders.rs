@@ -3,7 +3,8 @@
 //! - every server is its own process, started by the script;
 //! - every command is one connection: write the line (no final newline), half-close, read;
 //! - a server is stopped the `lsof -ti:PORT | xargs kill` way: SIGTERM to *every* process
-//!   holding a socket on its port (found here through `/proc`, so nothing needs installing);
+//!   holding a socket on its port (of those this test started; found through `/proc`, so
+//!   nothing needs installing), which with persistent links would include its neighbours;
 //! - the servers run as the README's "Grading scripts" section says:
 //!   `--links per-update --catch-up off`.
 //!
@@ -13,8 +14,8 @@
 mod common;
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 
 use common::*;
@@ -74,47 +75,35 @@ fn socket_inodes(port: u16) -> HashSet<u64> {
     inodes
 }
 
-/// The processes holding one of `inodes` open (`/proc/<pid>/fd/* -> socket:[inode]`).
-fn holders(inodes: &HashSet<u64>) -> HashSet<u32> {
-    let mut pids = HashSet::new();
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        return pids;
+/// True when process `pid` holds one of `inodes` open (`/proc/<pid>/fd/* -> socket:[inode]`).
+fn holds(pid: u32, inodes: &HashSet<u64>) -> bool {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
     };
-    for entry in procs.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
-            continue;
-        };
-        let holds = fds.flatten().any(|fd| {
-            std::fs::read_link(fd.path()).is_ok_and(|target| {
-                let target = target.to_string_lossy();
-                target
-                    .strip_prefix("socket:[")
-                    .and_then(|rest| rest.strip_suffix(']'))
-                    .and_then(|n| n.parse::<u64>().ok())
-                    .is_some_and(|n| inodes.contains(&n))
-            })
-        });
-        if holds {
-            pids.insert(pid);
-        }
-    }
-    pids
+    fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path()).is_ok_and(|target| {
+            let target = target.to_string_lossy();
+            target
+                .strip_prefix("socket:[")
+                .and_then(|rest| rest.strip_suffix(']'))
+                .and_then(|n| n.parse::<u64>().ok())
+                .is_some_and(|n| inodes.contains(&n))
+        })
+    })
 }
 
 /// `lsof -ti:PORT | xargs kill` for server `name`'s port: SIGTERM to every server of this
-/// herd that holds a socket on that port, waiting for each to exit (only processes this test
-/// started are signalled). Returns who was stopped: with per-update links, only `name`;
-/// with persistent links it would be `name` and its neighbours.
+/// herd that holds a socket on that port, waiting for each to exit. (Only the processes this
+/// test started are looked at and signalled: the machine is shared.) Returns who was
+/// stopped: with per-update links, only `name`; with persistent links it would be `name`
+/// and its neighbours.
 fn lsof_kill(herd: &mut Herd, name: &str) -> Vec<String> {
-    let pids = holders(&socket_inodes(herd.addr(name).port()));
+    let inodes = socket_inodes(herd.addr(name).port());
     let mut names: Vec<String> = herd.addrs.keys().cloned().collect();
     names.sort();
     let mut stopped = Vec::new();
     for server in names {
-        if herd.running(&server) && pids.contains(&herd.pid(&server)) {
+        if herd.running(&server) && holds(herd.pid(&server), &inodes) {
             herd.terminate(&server);
             stopped.push(server);
         }
@@ -128,13 +117,17 @@ fn stop(herd: &mut Herd, name: &str) {
 }
 
 /// A busy thread per core until dropped: the load under which a flood used to lose its race.
+/// One hog at a time (tests run in parallel): a busy thread per core, not several.
 struct CpuHog {
     stop: Arc<AtomicBool>,
     threads: Vec<thread::JoinHandle<u64>>,
+    _one_at_a_time: MutexGuard<'static, ()>,
 }
 
 impl CpuHog {
     fn start() -> CpuHog {
+        static HOGS: Mutex<()> = Mutex::new(());
+        let one_at_a_time = HOGS.lock().unwrap_or_else(|e| e.into_inner());
         let stop = Arc::new(AtomicBool::new(false));
         let cores = thread::available_parallelism().map_or(2, |n| n.get());
         let threads = (0..cores)
@@ -149,7 +142,11 @@ impl CpuHog {
                 })
             })
             .collect();
-        CpuHog { stop, threads }
+        CpuHog {
+            stop,
+            threads,
+            _one_at_a_time: one_at_a_time,
+        }
     }
 }
 
@@ -177,7 +174,12 @@ fn winter_2022() {
         herd.start_server(name);
     }
     // Test 1 in short: a location reported anywhere is known everywhere.
-    let first = iamat(&herd, "Johnson", "kiwi.cs.ucla.edu", "+34.068930-118.445127");
+    let first = iamat(
+        &herd,
+        "Johnson",
+        "kiwi.cs.ucla.edu",
+        "+34.068930-118.445127",
+    );
     for (name, _) in WINTER_2022 {
         let reply = herd.ask(name, "WHATSAT kiwi.cs.ucla.edu 10 5");
         assert_eq!(first_line(&reply), first, "{name}");
@@ -197,7 +199,11 @@ fn winter_2022() {
             lost.push(format!("{i}: {}", first_line(&answer)));
         }
     }
-    assert!(lost.is_empty(), "Jaquez answered stale:\n{}", lost.join("\n"));
+    assert!(
+        lost.is_empty(),
+        "Jaquez answered stale:\n{}",
+        lost.join("\n")
+    );
     // Johnson is cut off: it still has the first location.
     let johnson = herd.ask("Johnson", "WHATSAT kiwi.cs.ucla.edu 10 5");
     assert_eq!(first_line(&johnson), first);
@@ -308,9 +314,16 @@ fn connected_rounds() -> Vec<bool> {
 
 fn spring_2020_checked() {
     let expected = connected_rounds();
-    assert_eq!(expected.iter().filter(|&&c| c).count(), 7, "the script's 7/3");
+    assert_eq!(
+        expected.iter().filter(|&&c| c).count(),
+        7,
+        "the script's 7/3"
+    );
     let rounds = spring_2020();
-    assert_eq!(rounds, expected, "rounds that agreed (the script expects 7 of 10)");
+    assert_eq!(
+        rounds, expected,
+        "rounds that agreed (the script expects 7 of 10)"
+    );
 }
 
 #[test]
@@ -336,14 +349,16 @@ fn catch_up_off(links: &str) {
     );
     herd.start_server("Alford");
     herd.start_server("Bolden");
+    let links_up = |herd: &Herd| herd.log("Alford").matches("link to Bolden up").count();
+    if links == "persistent" {
+        eventually("Alford's link to Bolden is up", || links_up(&herd) == 1);
+    }
     herd.kill("Bolden");
     let missed = iamat(&herd, "Alford", "missed", "+1+2");
     herd.start_server("Bolden");
     if links == "persistent" {
         // Floods while the link is down are not kept for it: wait until it is back.
-        eventually("Alford's link to Bolden is back", || {
-            herd.log("Alford").matches("link to Bolden up").count() >= 2
-        });
+        eventually("Alford's link to Bolden is back", || links_up(&herd) == 2);
     }
     let fresh = iamat(&herd, "Alford", "fresh", "+3+4");
     eventually("Bolden learns what was reported after its restart", || {
@@ -353,7 +368,10 @@ fn catch_up_off(links: &str) {
     std::thread::sleep(std::time::Duration::from_millis(1500));
     let answer = herd.ask("Bolden", "WHATSAT missed 1 1");
     assert!(answer.starts_with("? "), "Bolden was caught up: {answer}");
-    assert!(herd.ask("Alford", "WHATSAT missed 1 1").starts_with(&missed));
+    assert!(
+        herd.ask("Alford", "WHATSAT missed 1 1")
+            .starts_with(&missed)
+    );
 }
 
 #[test]
@@ -364,4 +382,34 @@ fn catch_up_off_per_update() {
 #[test]
 fn catch_up_off_persistent() {
     catch_up_off("persistent");
+}
+
+// ---- the race, further away ----
+
+/// The 2020 script asks the two other servers right after the IAMAT's reply, and one of them
+/// may be two hops away holding an older location from another server (its round 2). So in
+/// per-update mode the reply waits until the whole flood is handled: on a chain of four,
+/// the far end already has every new location when the client reads its reply.
+#[test]
+fn per_update_flood_is_everywhere_before_the_reply() {
+    let chain: &[(&str, &[&str])] = &[("A", &["B"]), ("B", &["C"]), ("C", &["D"]), ("D", &[])];
+    let mut herd = Herd::plan("chain", chain, GRADER_ARGS);
+    for (name, _) in chain {
+        herd.start_server(name);
+    }
+    let _hog = CpuHog::start();
+    let mut stale = Vec::new();
+    for i in 0..RACES {
+        let (origin, far) = if i % 2 == 0 { ("A", "D") } else { ("D", "A") };
+        let reply = iamat(&herd, origin, "x", &format!("+1.{i:04}+2"));
+        let answer = herd.ask(far, "WHATSAT x 10 1");
+        if first_line(&answer) != reply {
+            stale.push(format!("{i}: {}", first_line(&answer)));
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "three hops away, stale:\n{}",
+        stale.join("\n")
+    );
 }

@@ -115,7 +115,8 @@ fn mixed_herd_floods_both_ways(links: &str) {
                 let id = format!("{name}{c}");
                 let request = format!("IAMAT {id} -{c}.5+{c}.75 {}.5\n", base + c);
                 thread::spawn(move || {
-                    let reply = String::from_utf8_lossy(&one_shot(addr, request.as_bytes()));
+                    let reply = one_shot(addr, request.as_bytes());
+                    let reply = String::from_utf8_lossy(&reply);
                     (id, first_line(&reply).to_string())
                 })
             })
@@ -137,7 +138,11 @@ fn mixed_herd_floods_both_ways(links: &str) {
     want.insert("future".into(), future);
 
     // 4. Newest wins: older reports, sent afterwards to the other side, change nothing.
-    for (server, id) in [("Bolden", "ours0"), ("Reyes", "ours1"), ("Alford", "Quinn2")] {
+    for (server, id) in [
+        ("Bolden", "ours0"),
+        ("Reyes", "ours1"),
+        ("Alford", "Quinn2"),
+    ] {
         let reply = herd.ask(server, &format!("IAMAT {id} +1+1 1600000000\n"));
         assert!(reply.starts_with("AT "), "{reply}");
     }
