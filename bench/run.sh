@@ -13,9 +13,12 @@
 # its worktrees are left alone) into bench/target/baseline/REV and adds it as an implementation
 # named REV through --impl, so a change is measured against the code before it in the same run.
 #
-# Every process it starts is stopped at the end, on error and on Ctrl-C.
+# Every process it starts is stopped at the end, on error and on Ctrl-C. Twisted (for the
+# twisted-* herds) is installed into bench/.venv from requirements.txt on the first run.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
+source "$here/venv.sh"
+bench_venv "$here"
 baseline="${BENCH_BASELINE:-}"
 args=()
 while [ $# -gt 0 ]; do

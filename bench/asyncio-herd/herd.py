@@ -98,6 +98,32 @@ def error_json(why):
     )
 
 
+def lookup_url(places_url, key, lat, lng, radius_km):
+    """(the split base URL, the path and query) of a legacy Nearby Search; logs the lookup
+    (without the key). Raises ValueError when no lookup can be made."""
+    url = urllib.parse.urlsplit(places_url)
+    if url.scheme != "http":
+        raise ValueError(f"only http:// base URLs are supported, not {places_url}")
+    if not key:
+        raise ValueError("no API key (GOOGLE_PLACES_API_KEY or --places-key-file)")
+    query = urllib.parse.urlencode(
+        {"location": f"{lat},{lng}", "radius": round(radius_km * 1000), "key": key}
+    )
+    log.info("place lookup at %s,%s radius %s km", lat, lng, radius_km)
+    return url, url.path.rstrip("/") + "/maps/api/place/nearbysearch/json?" + query
+
+
+def nearby_json(body, bound):
+    """The provider's JSON body, results cut to `bound`, in Google's layout (number literals
+    kept as received). Raises ValueError when it is not a JSON object."""
+    value = json.loads(body, parse_float=decimal.Decimal)
+    if not isinstance(value, dict):
+        raise ValueError("not a JSON object")
+    if isinstance(value.get("results"), list):
+        value["results"] = value["results"][:bound]
+    return google_json(value)
+
+
 def read_topology(path):
     """Returns ({name: (host, port)}, [(a, b), ...]); exits naming the file and line."""
     servers, named = {}, []
@@ -132,6 +158,41 @@ def read_topology(path):
             sys.exit(f"herd.py: {path}:{number}: unknown neighbour {b}")
         links.append((a, b))
     return servers, links
+
+
+def handle_line(herd, line):
+    """Acts on one line for `herd` (this file's Herd, or the Twisted herd's, which imports
+    this): returns its reply (a string, or what `herd.whatsat` returns for a WHATSAT) or None.
+
+    `herd` has `name`, `records` (client id -> (time in ns, AT line)), `learn(client, time_ns,
+    line)` and `whatsat(at, radius, bound)`."""
+    received = time.time_ns()
+    f = line.split()
+    invalid = "? " + line.decode(errors="replace") + "\n"
+    if len(f) == 4 and f[0] == b"IAMAT":
+        t = parse_time(f[3])
+        if t is None or parse_location(f[2]) is None:
+            return invalid
+        client, loc, ts = (x.decode() for x in f[1:])
+        at = f"AT {herd.name} {format_diff(received - t)} {client} {loc} {ts}"
+        # Flood first, then reply: the flood must beat the client to the next server.
+        herd.learn(client, t, at)
+        return at + "\n"
+    if len(f) >= 6 and f[0] == b"AT":
+        t = parse_time(f[5])
+        if t is None or parse_location(f[4]) is None or not DIFF_RE.match(f[2]):
+            return invalid
+        herd.learn(f[3].decode(), t, b" ".join(f[:6]).decode())
+        return None
+    if len(f) == 4 and f[0] == b"WHATSAT":
+        if not RADIUS_RE.match(f[2]) or not BOUND_RE.match(f[3]):
+            return invalid
+        radius, bound = float(f[2]), int(f[3])
+        known = herd.records.get(f[1].decode())
+        if not (0 <= radius <= 50) or bound > 20 or known is None:
+            return invalid
+        return herd.whatsat(known[1], radius, bound)
+    return invalid
 
 
 class Herd:
@@ -247,47 +308,19 @@ class Herd:
             writer.close()
 
     def handle(self, line):
-        """Acts on one line; returns its reply (a string or a task) or None."""
-        received = time.time_ns()
-        f = line.split()
-        invalid = "? " + line.decode(errors="replace") + "\n"
-        if len(f) == 4 and f[0] == b"IAMAT":
-            t = parse_time(f[3])
-            if t is None or parse_location(f[2]) is None:
-                return invalid
-            client, loc, ts = (x.decode() for x in f[1:])
-            at = f"AT {self.name} {format_diff(received - t)} {client} {loc} {ts}"
-            # Flood first, then reply: the flood must beat the client to the next server.
-            self.learn(client, t, at)
-            return at + "\n"
-        if len(f) >= 6 and f[0] == b"AT":
-            t = parse_time(f[5])
-            if t is None or parse_location(f[4]) is None or not DIFF_RE.match(f[2]):
-                return invalid
-            self.learn(f[3].decode(), t, b" ".join(f[:6]).decode())
-            return None
-        if len(f) == 4 and f[0] == b"WHATSAT":
-            if not RADIUS_RE.match(f[2]) or not BOUND_RE.match(f[3]):
-                return invalid
-            radius, bound = float(f[2]), int(f[3])
-            known = self.records.get(f[1].decode())
-            if not (0 <= radius <= 50) or bound > 20 or known is None:
-                return invalid
-            return asyncio.create_task(self.whatsat(known[1], radius, bound))
-        return invalid
+        return handle_line(self, line)
+
+    def whatsat(self, at, radius, bound):
+        """The reply to a WHATSAT, as a task, so later replies can wait for it in turn."""
+        return asyncio.create_task(self.lookup(at, radius, bound))
 
     # --- places --------------------------------------------------------------------------
 
-    async def whatsat(self, at, radius, bound):
+    async def lookup(self, at, radius, bound):
         lat, lng = parse_location(at.split()[4].encode())
         try:
             body = await asyncio.wait_for(self.fetch(lat, lng, radius), self.timeout)
-            value = json.loads(body, parse_float=decimal.Decimal)
-            if not isinstance(value, dict):
-                raise ValueError("not a JSON object")
-            if isinstance(value.get("results"), list):
-                value["results"] = value["results"][:bound]
-            text = google_json(value)
+            text = nearby_json(body, bound)
         except asyncio.TimeoutError:
             text = error_json("the place lookup timed out")
         except (OSError, ValueError) as e:
@@ -295,16 +328,7 @@ class Herd:
         return f"{at}\n{squeeze_newlines(text)}\n\n"
 
     async def fetch(self, lat, lng, radius_km):
-        url = urllib.parse.urlsplit(self.places_url)
-        if url.scheme != "http":
-            raise ValueError(f"only http:// base URLs are supported, not {self.places_url}")
-        if not self.key:
-            raise ValueError("no API key (GOOGLE_PLACES_API_KEY or --places-key-file)")
-        query = urllib.parse.urlencode(
-            {"location": f"{lat},{lng}", "radius": round(radius_km * 1000), "key": self.key}
-        )
-        path = url.path.rstrip("/") + "/maps/api/place/nearbysearch/json?" + query
-        log.info("place lookup at %s,%s radius %s km", lat, lng, radius_km)
+        url, path = lookup_url(self.places_url, self.key, lat, lng, radius_km)
         reader, writer = await asyncio.open_connection(url.hostname, url.port or 80)
         try:
             writer.write(
@@ -331,8 +355,10 @@ class Herd:
         return body
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def start_up(program, description, add_arguments=None):
+    """The command line, topology, log and key, the same for both Python herds: returns
+    (args, servers, neighbours, key). `add_arguments(parser)` adds a herd's own options."""
+    p = argparse.ArgumentParser(prog=program, description=description)
     p.add_argument("name")
     p.add_argument("--topology", default="topology.txt")
     p.add_argument("--places-url", default="https://maps.googleapis.com")
@@ -341,15 +367,18 @@ def main():
     p.add_argument("--log-dir", default="logs")
     p.add_argument("--log-level", default="info")
     p.add_argument("--max-line", type=int, default=64 * 1024)
-    # Accepted for command-line compatibility with proxy-herd; this herd has one way each.
+    # Accepted for command-line compatibility with proxy-herd; these herds have one way each.
     p.add_argument("--places")
-    p.add_argument("--links")
     p.add_argument("--workers")
+    if add_arguments is None:
+        p.add_argument("--links")
+    else:
+        add_arguments(p)
     args = p.parse_args()
 
     servers, links = read_topology(args.topology)
     if args.name not in servers:
-        sys.exit(f"herd.py: {args.topology}: no server named {args.name}")
+        sys.exit(f"{program}: {args.topology}: no server named {args.name}")
     neighbours = {
         (b if a == args.name else a): servers[b if a == args.name else a]
         for a, b in links
@@ -368,6 +397,11 @@ def main():
     if not key and args.places_key_file:
         with open(args.places_key_file, encoding="utf-8") as f:
             key = f.read().strip()
+    return args, servers, neighbours, key
+
+
+def main():
+    args, servers, neighbours, key = start_up("herd.py", __doc__.splitlines()[0])
     asyncio.run(run(args, servers, neighbours, key))
 
 

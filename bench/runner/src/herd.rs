@@ -129,6 +129,16 @@ impl Herd {
     }
 }
 
+impl Drop for Herd {
+    /// Signals every server first, so they wind down together; each `Proc` then waits for
+    /// its own (a Python herd takes about a second to exit).
+    fn drop(&mut self) {
+        for p in &mut self.procs {
+            p.terminate();
+        }
+    }
+}
+
 /// `n` distinct free ports on 127.0.0.1: all are bound to port 0 at once (so the kernel
 /// gives distinct ones), then released for the servers to take.
 pub fn free_ports(n: usize) -> Result<Vec<u16>, String> {

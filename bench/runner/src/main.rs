@@ -5,17 +5,21 @@
 //! - `procs`: every child process, stopped on success, error and Ctrl-C alike;
 //! - `herd`: implementations, free ports, topology files, starting and stopping herds;
 //! - `scenarios`: what is measured, and one run of one scenario against one implementation;
+//! - `impls`: the built-in implementations, how each starts, whether it can run here;
 //! - `table`: medians over repetitions, ratios to proxy-herd, the markdown;
+//! - `charts`: SVG charts of the same medians, written next to the table;
 //! - `flood`: flood latency (the prober joining a herd as the bench) and the forwarding floor;
 //! - `linklines`: lines on neighbour links per IAMAT, counted by proxies on every link;
 //! - `scale`: a million clients, a restart while they are known, a herd of fifty;
-//! - `mixed`: a herd of all three implementations, checking that locations flood through.
+//! - `mixed`: herds mixing every implementation, checking that locations flood through.
 //!
 //! Modes: `all` (the full benchmark), `smoke` (every tool once, tiny durations, exit status
 //! says whether all worked), `mixed`, `list`.
 
+mod charts;
 mod flood;
 mod herd;
+mod impls;
 mod linklines;
 mod mixed;
 mod procs;
@@ -35,13 +39,19 @@ usage: bench-runner MODE [options]
 modes:
   all     every scenario x every implementation, interleaved, median of --reps; prints a table
   smoke   every tool once with tiny durations, plus the mixed herd; non-zero exit on any failure
-  mixed   a herd of proxy-herd, tokio and asyncio servers: do locations flood through all?
+  mixed   herds mixing every implementation: do locations flood through all?
   list    the scenarios
 options:
   --duration SECS       measured time of each run (default 5; smoke 0.3)
   --warmup SECS         unmeasured time before it (default 1)
   --reps N              repetitions; the table shows medians (default 3)
-  --impls LIST          of proxy-herd,tokio,asyncio,echo (default: all four)
+  --impls LIST          of proxy-herd,tokio,asyncio,twisted-per-update,twisted-persistent,
+                        node,threads,echo (default: all; one that cannot run here is left out
+                        with a note: no `node`, no Twisted in bench/.venv)
+  --slow-reps N         repetitions for the Python herds (asyncio, twisted-*), at most --reps
+                        (default 1 in `all`: they are 10-100x slower and their figures vary
+                        less than their distance to the others)
+  --slow-duration SECS  measured time of their runs, at most --duration (default 3)
   --impl NAME=CMD       add a herd by its start command, with {name} {topology} {places_url}
                         {log_dir} placeholders, e.g. --impl 'mine=python3 my.py {name} --topology {topology}'
   --scenarios LIST      only these scenario ids (see `list`); the scale-* scenarios run only
@@ -52,7 +62,8 @@ options:
   --idle-conns N        connections of the idle scenario (default 10000)
   --threads N           load generator threads (default 1)
   --proxy-herd PATH     the proxy-herd binary (default: ../target/release/proxy-herd)
-  --out FILE            also write the table to FILE
+  --out FILE            also write the table to FILE, and SVG charts next to it
+                        (FILE's name without .md, then -replies.svg, -flood.svg, ...)
   --keep                keep the scratch directory (logs, topologies, outputs)
   --work-dir DIR        where the scratch directory goes (default: $TMPDIR or /tmp); the
                         herds' logs are written there, so its disk is part of `logging on`
@@ -64,6 +75,10 @@ struct Cli {
     impls: Vec<Impl>,
     only: Option<Vec<String>>,
     proxy_herd: PathBuf,
+    /// Repetitions for the slow (Python) herds, at most `reps`.
+    slow_reps: usize,
+    /// Measured seconds per run for the slow (Python) herds, at most `duration`.
+    slow_duration: f64,
     out: Option<PathBuf>,
     keep: bool,
     /// Where the scratch directory goes (logs of every herd are written there).
@@ -88,14 +103,13 @@ fn parse_cli() -> Result<Cli, String> {
         impls: Vec::new(),
         only: None,
         proxy_herd: bench.join("../target/release/proxy-herd"),
+        slow_reps: 1,
+        slow_duration: 3.0,
         out: None,
         keep: false,
         work_root: std::env::temp_dir(),
     };
-    let mut builtin = vec!["proxy-herd", "tokio", "asyncio", "echo"]
-        .into_iter()
-        .map(String::from)
-        .collect::<Vec<_>>();
+    let mut builtin = impls::ALL.map(String::from).to_vec();
     let mut custom = Vec::new();
     let mut it = argv.iter().skip(1);
     while let Some(a) = it.next() {
@@ -112,6 +126,8 @@ fn parse_cli() -> Result<Cli, String> {
             "--duration" => settings.duration = num(v)?.clamp(0.05, 3600.0),
             "--warmup" => settings.warmup = num(v)?.clamp(0.0, 600.0),
             "--reps" => settings.reps = (num(v)? as usize).clamp(1, 100),
+            "--slow-reps" => cli.slow_reps = (num(v)? as usize).clamp(1, 100),
+            "--slow-duration" => cli.slow_duration = num(v)?.clamp(0.05, 3600.0),
             "--idle-conns" => settings.idle_conns = (num(v)? as usize).clamp(1, 60_000),
             "--threads" => settings.threads = (num(v)? as usize).clamp(1, 64),
             "--clients" => settings.scale_clients = (num(v)? as usize).clamp(1, 100_000_000),
@@ -132,15 +148,12 @@ fn parse_cli() -> Result<Cli, String> {
             _ => return Err(format!("unknown option {a}\n{USAGE}")),
         }
     }
+    let exe = std::env::current_exe().map_err(|e| format!("own path: {e}"))?;
+    let bin = exe.parent().ok_or("the runner's directory")?;
     for name in builtin {
-        let kind = match name.as_str() {
-            "proxy-herd" => ImplKind::ProxyHerd,
-            "tokio" => ImplKind::Tokio,
-            "asyncio" => ImplKind::Asyncio,
-            "echo" => ImplKind::Echo,
-            other => return Err(format!("unknown implementation {other:?}")),
-        };
-        cli.impls.push(Impl { name, kind });
+        if let Some(imp) = impls::builtin(&name, &bench, bin)? {
+            cli.impls.push(imp);
+        }
     }
     // Custom herds go before the echo floor, which stays the last column.
     let echo_at = cli
@@ -186,7 +199,7 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        "mixed" => report(mixed::run(&paths)),
+        "mixed" => report(mixed::run(&paths, &cli.impls)),
         "all" | "smoke" => bench(&cli, &paths),
         other => {
             eprintln!("unknown mode {other:?}\n{USAGE}");
@@ -209,6 +222,24 @@ fn report(r: Result<(), String>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The settings of one run of `imp`. The Python herds (10–100× slower than the rest, and
+/// steady within a second) are measured for at most `--slow-duration` in `all`, to keep the
+/// whole run near 20 minutes; in `smoke` they get a second of warm-up and of measuring, as
+/// their first WHATSAT replies (256 lookups at once) and twisted-per-update's replies under
+/// its storm of flood connections come in bursts further apart than the smoke's usual 0.3 s.
+fn settings_for(cli: &Cli, imp: &Impl) -> Settings {
+    let mut s = cli.settings.clone();
+    if impls::is_slow(imp) {
+        if cli.mode == "smoke" {
+            s.warmup = s.warmup.max(1.0);
+            s.duration = s.duration.max(1.0);
+        } else {
+            s.duration = s.duration.min(cli.slow_duration);
+        }
+    }
+    s
 }
 
 /// Runs every scenario against every implementation, `reps` times, interleaved: within a
@@ -245,12 +276,17 @@ fn bench(cli: &Cli, paths: &Paths) -> ExitCode {
     };
     for rep in 0..s.reps {
         for sc in &scenarios {
-            let runnable: Vec<&Impl> = impls.iter().filter(|i| scenarios::applies(sc, i)).collect();
+            let runnable: Vec<&Impl> = impls
+                .iter()
+                .filter(|i| scenarios::applies(sc, i) && !impls::sits_out(sc, i))
+                .filter(|i| smoke || rep < cli.slow_reps || !impls::is_slow(i))
+                .collect();
             for k in 0..runnable.len() {
                 let imp = runnable[(k + rep) % runnable.len()];
                 let tag = format!("r{rep}-{}-{}", sc.id, imp.name);
                 let t0 = Instant::now();
-                let mut r = scenarios::run_one(sc, imp, s, paths, &shared_stub.1, &tag);
+                let settings = settings_for(cli, imp);
+                let mut r = scenarios::run_one(sc, imp, &settings, paths, &shared_stub.1, &tag);
                 // In a smoke run, a wrong reply is a failure even if most replies were right.
                 if smoke
                     && let Ok(m) = &r
@@ -287,16 +323,53 @@ fn bench(cli: &Cli, paths: &Paths) -> ExitCode {
         }
     }
     drop(shared_stub);
-    let md = table::markdown(&scenarios, &impls, &results, s, started.elapsed());
+    let mut md = table::markdown(&scenarios, &impls, &results, s, started.elapsed());
+    let slow: Vec<&str> = impls
+        .iter()
+        .filter(|i| impls::is_slow(i))
+        .map(|i| i.name.as_str())
+        .collect();
+    let sat_out: Vec<String> = scenarios
+        .iter()
+        .flat_map(|sc| {
+            impls
+                .iter()
+                .filter(|i| impls::sits_out(sc, i))
+                .map(|i| format!("{} in `{}`", i.name, sc.id))
+        })
+        .collect();
+    if !sat_out.is_empty() {
+        md.push_str(&format!(
+            "\nAlso `n/a`: {} (it would take minutes; see bench/README.md).\n",
+            sat_out.join(", ")
+        ));
+    }
+    if !smoke && !slow.is_empty() {
+        md.push_str(&format!(
+            "\nThe Python herds ({}) ran {} of the {} repetitions, {} s measured each (`--slow-reps`, `--slow-duration`), to keep the run short.\n",
+            slow.join(", "),
+            cli.slow_reps.min(s.reps),
+            s.reps,
+            cli.slow_duration.min(s.duration)
+        ));
+    }
     println!("{md}");
-    if let Some(out) = &cli.out
-        && let Err(e) = std::fs::write(out, &md)
-    {
-        eprintln!("{}: {e}", out.display());
+    if let Some(out) = &cli.out {
+        if let Err(e) = std::fs::write(out, &md) {
+            eprintln!("{}: {e}", out.display());
+        }
+        match charts::write(out, &scenarios, &impls, &results) {
+            Ok(files) => {
+                for f in files {
+                    eprintln!("chart: {}", f.display());
+                }
+            }
+            Err(e) => eprintln!("charts: {e}"),
+        }
     }
     let mut ok = failures == 0;
     if smoke {
-        match mixed::run(paths) {
+        match mixed::run(paths, &impls) {
             Ok(()) => eprintln!("mixed herd: every location reached every server"),
             Err(e) => {
                 eprintln!("mixed herd FAILED: {e}");

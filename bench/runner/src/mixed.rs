@@ -1,9 +1,12 @@
-//! A mixed herd: proxy-herd, tokio and asyncio servers as neighbours of each other. Because
-//! they speak one wire protocol, a location reported to any of them must reach all five.
+//! Mixed herds: every implementation as neighbours of the others. Because they speak one
+//! wire protocol, a location reported to any of them must reach all five servers.
 //!
-//! The check: an IAMAT at Hamilton (asyncio) and one at Powell (the far end), then a WHATSAT
-//! for each client at every server, until the reply's first line is the AT line the origin
-//! gave (bounded: five seconds per server and client). No timing is asserted, only arrival.
+//! The implementations are laid out over as many five-server herds as it takes for each to
+//! have a place (in order, wrapping around), so every flood from Hamilton to Powell crosses
+//! several of them. The check, per herd: an IAMAT at Hamilton and one at Powell (the far
+//! end), then a WHATSAT for each client at every server, until the reply's first line is the
+//! AT line the origin gave (bounded: five seconds per server and client). No timing is
+//! asserted, only arrival.
 
 use crate::herd::{self, HerdOpts, Impl, ImplKind, Paths};
 use std::io::{Read, Write};
@@ -24,41 +27,60 @@ fn one_shot(addr: SocketAddr, line: &str) -> Result<String, String> {
     Ok(reply)
 }
 
-pub fn run(paths: &Paths) -> Result<(), String> {
-    let imp = |name: &str, kind: ImplKind| Impl {
-        name: name.into(),
-        kind,
-    };
-    let native = if paths.proxy_herd.is_file() {
-        imp("proxy-herd", ImplKind::ProxyHerd)
-    } else {
-        eprintln!("note: proxy-herd is not built; the mixed herd uses tokio in its place");
-        imp("tokio", ImplKind::Tokio)
-    };
-    let tokio = imp("tokio", ImplKind::Tokio);
-    let asyncio = imp("asyncio", ImplKind::Asyncio);
-    // In SERVERS order: Alford, Bolden, Hamilton, Parker, Powell. Every flood from Hamilton
-    // to Powell crosses all three implementations.
-    let members = vec![
-        native.clone(),
-        tokio.clone(),
-        asyncio,
-        tokio,
-        native.clone(),
-    ];
-    let (stub, url) = herd::start_stub(paths, 0, "mixed-stub")?;
+/// The herds to check: `impls` (the echo floor aside) dealt over five-server herds in
+/// order, wrapping around, so each appears at least once and no herd is all one kind.
+fn lineups(impls: &[Impl]) -> Vec<Vec<Impl>> {
+    let herds: Vec<Impl> = impls
+        .iter()
+        .filter(|i| i.kind != ImplKind::Echo)
+        .cloned()
+        .collect();
+    let slots = herd::SERVERS.len();
+    if herds.len() < 2 {
+        return Vec::new();
+    }
+    let count = herds.len().div_ceil(slots);
+    (0..count)
+        .map(|h| {
+            (0..slots)
+                .map(|s| herds[(h * slots + s) % herds.len()].clone())
+                .collect()
+        })
+        .collect()
+}
+
+/// Checks a mixed herd for every lineup of `impls`.
+pub fn run(paths: &Paths, impls: &[Impl]) -> Result<(), String> {
+    let mut impls = impls.to_vec();
+    if !paths.proxy_herd.is_file() {
+        eprintln!("note: proxy-herd is not built; the mixed herds go without it");
+        impls.retain(|i| i.kind != ImplKind::ProxyHerd);
+    }
+    let lineups = lineups(&impls);
+    if lineups.is_empty() {
+        return Err("a mixed herd needs at least two implementations".into());
+    }
+    for (n, members) in lineups.iter().enumerate() {
+        check(paths, members, n)?;
+    }
+    Ok(())
+}
+
+/// One mixed herd: `members` in `SERVERS` order (Alford, Bolden, Hamilton, Parker, Powell).
+fn check(paths: &Paths, members: &[Impl], n: usize) -> Result<(), String> {
+    let (stub, url) = herd::start_stub(paths, 0, &format!("mixed{n}-stub"))?;
     let opts = HerdOpts {
         places_url: url,
-        mixed: Some(members.clone()),
+        mixed: Some(members.to_vec()),
         ..HerdOpts::default()
     };
     let ports = herd::free_ports(herd::SERVERS.len())?;
-    let h = herd::start(&native, paths, &opts, "mixed", &ports)?;
+    let h = herd::start(&members[0], paths, &opts, &format!("mixed{n}"), &ports)?;
     let pid = std::process::id();
     let mut expected = Vec::new();
     for (origin, client) in [
-        ("Hamilton", format!("mixedh{pid}")),
-        ("Powell", format!("mixedp{pid}")),
+        ("Hamilton", format!("mixed{n}h{pid}")),
+        ("Powell", format!("mixed{n}p{pid}")),
     ] {
         let reply = one_shot(
             h.addr(origin),
@@ -92,7 +114,7 @@ pub fn run(paths: &Paths) -> Result<(), String> {
     drop(h);
     drop(stub);
     eprintln!(
-        "mixed herd ({}): both locations reached all five servers",
+        "mixed herd {n} ({}): both locations reached all five servers",
         members
             .iter()
             .zip(herd::SERVERS)
@@ -101,4 +123,29 @@ pub fn run(paths: &Paths) -> Result<(), String> {
             .join(" ")
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_implementation_gets_a_place() {
+        let imp = |n: &str| Impl {
+            name: n.into(),
+            kind: ImplKind::Custom(n.into()),
+        };
+        let all: Vec<Impl> = ["a", "b", "c", "d", "e", "f", "g"].map(imp).to_vec();
+        let herds = lineups(&all);
+        assert_eq!(herds.len(), 2);
+        assert!(herds.iter().all(|h| h.len() == herd::SERVERS.len()));
+        for i in &all {
+            assert!(
+                herds.iter().flatten().any(|m| m.name == i.name),
+                "{}",
+                i.name
+            );
+        }
+        assert!(lineups(&all[..1]).is_empty());
+    }
 }

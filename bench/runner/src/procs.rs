@@ -137,6 +137,17 @@ impl Proc {
         forget(pgid);
     }
 
+    /// SIGTERM to the group without waiting, so several children can wind down at once
+    /// before `stop` waits for each.
+    pub fn terminate(&mut self) {
+        if self.exited().is_none() {
+            // SAFETY: signalling our own child's process group, not reaped yet.
+            unsafe {
+                libc::kill(-(self.child.id() as i32), libc::SIGTERM);
+            }
+        }
+    }
+
     /// SIGTERM to the group, up to two seconds' grace, then SIGKILL; reaps the child.
     /// Signals go only to a group whose leader is not reaped yet, so never to a stranger
     /// that happens to get the same id later.

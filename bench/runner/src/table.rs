@@ -68,7 +68,7 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
 }
 
 /// The median of figure `key` over the successful runs of (scenario, implementation).
-fn median_of(
+pub fn median_of(
     results: &HashMap<(String, String), Vec<Result<Metrics, String>>>,
     sc: &str,
     imp: &str,

@@ -1,16 +1,16 @@
-//! WHATSAT lookups through Google's legacy Nearby Search, with a tiny HTTP/1.1 client over
-//! a tokio `TcpStream` (plain `http://` only: the benchmarks point it at the local stub; a
-//! TLS client would be the one real dependency this herd lacks for the real Google).
+//! WHATSAT lookups through Google's legacy Nearby Search: the request to send and what to
+//! make of the response, for a tiny HTTP/1.1 client (plain `http://` only: the benchmarks
+//! point it at the local stub; a TLS client would be the one real dependency these herds
+//! lack for the real Google). The I/O is each herd's own (tokio-herd: a tokio `TcpStream`;
+//! threads-herd, which includes this file by path: a blocking one).
 
 use crate::proto;
 use serde_json::{Map, Value, json};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tracing::info;
 
 /// Google answers with at most this much for a Nearby Search; more is an error.
-const MAX_BODY: usize = 4 << 20;
+pub const MAX_BODY: usize = 4 << 20;
 
 pub struct Places {
     /// `host:port` of the base URL.
@@ -56,25 +56,18 @@ impl Places {
         }
     }
 
-    /// The JSON part of a WHATSAT reply for `location` (ISO 6709), already cut to `bound`
-    /// results and laid out like Google's. Never fails: errors become Google-shaped JSON.
-    pub async fn nearby(&self, location: &str, radius_km: f64, bound: usize) -> String {
-        let body = match tokio::time::timeout(self.timeout, self.fetch(location, radius_km)).await {
-            Ok(Ok(body)) => body,
-            Ok(Err(e)) => return error_json(&e),
-            Err(_) => return error_json("the place lookup timed out"),
-        };
-        let mut value: Value = match serde_json::from_slice(&body) {
-            Ok(v @ Value::Object(_)) => v,
-            _ => return error_json("the place provider did not send JSON"),
-        };
-        if let Some(Value::Array(results)) = value.get_mut("results") {
-            results.truncate(bound);
-        }
-        proto::squeeze_newlines(&proto::google_json(&value))
+    /// How long a lookup may take, all told.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
-    async fn fetch(&self, location: &str, radius_km: f64) -> Result<Vec<u8>, String> {
+    /// `host:port` to connect to.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The HTTP/1.1 request for a lookup at `location` (ISO 6709), or why none can be made.
+    pub fn request(&self, location: &str, radius_km: f64) -> Result<String, String> {
         if let Some(why) = &self.unusable {
             return Err(why.clone());
         }
@@ -90,25 +83,29 @@ impl Places {
         );
         // The key is in the path: log the lookup without it.
         info!("place lookup at {lat},{lng} radius {radius_km} km");
-        let mut stream = TcpStream::connect(&self.host)
-            .await
-            .map_err(|e| format!("connect to the place provider: {e}"))?;
-        let request = format!(
+        Ok(format!(
             "GET {path} HTTP/1.1\r\nHost: {}\r\nAccept: application/json\r\nConnection: close\r\n\r\n",
             self.host
-        );
-        stream
-            .write_all(request.as_bytes())
-            .await
-            .map_err(|e| format!("write to the place provider: {e}"))?;
-        let mut response = Vec::new();
-        (&mut stream)
-            .take(MAX_BODY as u64)
-            .read_to_end(&mut response)
-            .await
-            .map_err(|e| format!("read from the place provider: {e}"))?;
-        parse_response(&response)
+        ))
     }
+}
+
+/// The JSON part of a WHATSAT reply from what the provider sent (the whole HTTP response,
+/// read to close) or what went wrong on the way: cut to `bound` results and laid out like
+/// Google's. Never fails: errors become Google-shaped JSON.
+pub fn shape(response: Result<Vec<u8>, String>, bound: usize) -> String {
+    let body = match response.and_then(|r| parse_response(&r)) {
+        Ok(body) => body,
+        Err(e) => return error_json(&e),
+    };
+    let mut value: Value = match serde_json::from_slice(&body) {
+        Ok(v @ Value::Object(_)) => v,
+        _ => return error_json("the place provider did not send JSON"),
+    };
+    if let Some(Value::Array(results)) = value.get_mut("results") {
+        results.truncate(bound);
+    }
+    proto::squeeze_newlines(&proto::google_json(&value))
 }
 
 /// Splits an HTTP/1.1 response into its body (Content-Length or read-to-close framing; we
