@@ -32,10 +32,11 @@ pub fn is_slow(imp: &Impl) -> bool {
 /// connects and accepts that take it past the scenario's two minutes on 2 cores. Its memory
 /// per client connection is twisted-persistent's (the same protocol class serves both). And
 /// the Twisted herds in the `scale-*` scenarios, for the reason asyncio does not take part: a
-/// million IAMATs or fifty servers would take them many minutes.
+/// million IAMATs or fifty servers would take them many minutes. And twisted-per-update in
+/// `link-lines`, which waits for every standing link to come up through its proxy: it has none.
 pub fn sits_out(scenario: &Scenario, imp: &Impl) -> bool {
     match scenario.what {
-        What::Idle { .. } => imp.name == "twisted-per-update",
+        What::Idle { .. } | What::LinkLines { .. } => imp.name == "twisted-per-update",
         What::Scale(_) => imp.name.starts_with("twisted-"),
         _ => false,
     }

@@ -340,7 +340,7 @@ fn bench(cli: &Cli, paths: &Paths) -> ExitCode {
         .collect();
     if !sat_out.is_empty() {
         md.push_str(&format!(
-            "\nAlso `n/a`: {} (it would take minutes; see bench/README.md).\n",
+            "\nAlso `n/a`: {} (see bench/README.md, Notes).\n",
             sat_out.join(", ")
         ));
     }
