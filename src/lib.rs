@@ -22,7 +22,7 @@
 //! | [`auth`] | `--herd-key`: signing and checking AT lines with the herd's secret |
 //! | [`protocol`] | parsing and formatting the wire format, pure functions |
 //! | [`lines`] | splitting a byte stream into capped lines, pure |
-//! | [`store`] | the newest location of every client |
+//! | [`store`] | the newest location of every client (a record is its AT line) |
 //! | [`json`] | printing places JSON in Google's layout, cutting results to a bound |
 //! | [`workers`] | the places lookup thread pool and its hand-off through the `Waker` |
 //! | [`places`] | the providers: offline dataset (built into the binary), Google legacy and New APIs |
@@ -30,7 +30,7 @@
 //! | [`cli`] | the command line and start-up |
 //! | [`ask`] | `--ask`: a client for people, one connection, pipelined, half-closed |
 //! | [`launcher`] | `--herd`: all servers as child processes |
-//! | [`logging`] | the buffered log file |
+//! | [`logging`] | the log file: fixed-width records buffered per turn, our logger under simplelog |
 //! | [`signals`] | SIGTERM/SIGINT through a self-pipe |
 //! | [`timeline`] | `--timeline`: the loop, its workers and the floods as Chrome trace-event JSON for Perfetto |
 //! | [`tour`] | documentation only: the guided tour |

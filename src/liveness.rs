@@ -57,8 +57,8 @@ fn secs(d: Duration) -> libc::c_int {
     d.as_secs() as libc::c_int
 }
 
-/// One integer socket option.
-fn set(
+/// One integer socket option (also used for the links' kernel buffer sizes, `server`).
+pub(crate) fn set(
     fd: libc::c_int,
     level: libc::c_int,
     name: libc::c_int,

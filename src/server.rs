@@ -970,16 +970,7 @@ const LINK_KERNEL_BUFFER: libc::c_int = 128 << 10;
 fn limit_kernel_buffers(stream: &TcpStream) {
     use std::os::fd::AsRawFd;
     for option in [libc::SO_SNDBUF, libc::SO_RCVBUF] {
-        let size = LINK_KERNEL_BUFFER;
-        // SAFETY: a valid socket descriptor and a c_int option value of the right length.
-        let _ = unsafe {
-            libc::setsockopt(
-                stream.as_raw_fd(),
-                libc::SOL_SOCKET,
-                option,
-                (&raw const size).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
+        let fd = stream.as_raw_fd();
+        let _ = liveness::set(fd, libc::SOL_SOCKET, option, LINK_KERNEL_BUFFER);
     }
 }

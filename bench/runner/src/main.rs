@@ -287,6 +287,11 @@ fn bench(cli: &Cli, paths: &Paths) -> ExitCode {
                 let t0 = Instant::now();
                 let settings = settings_for(cli, imp);
                 let mut r = scenarios::run_one(sc, imp, &settings, paths, &shared_stub.1, &tag);
+                // Every herd logs every line: a full run writes tens of GB of logs. Each
+                // run's directory goes as soon as its figures are in (unless `--keep`).
+                if !cli.keep {
+                    let _ = std::fs::remove_dir_all(paths.work.join(&tag));
+                }
                 // In a smoke run, a wrong reply is a failure even if most replies were right.
                 if smoke
                     && let Ok(m) = &r
