@@ -47,6 +47,9 @@ const FIRST_CONNECTION: usize = 3;
 const READ_CHUNK: usize = 64 << 10;
 /// Reads per readiness event before other connections get a turn.
 const READS_PER_EVENT: usize = 8;
+/// A persistent link with this much queued is written at once, mid-turn (see
+/// [`Server::flush_early`]): about 40 AT lines.
+const EARLY_FLUSH: usize = 4 << 10;
 /// A client's unsent replies above this pause reading from it (backpressure).
 const OUT_HIGH: usize = 1 << 20;
 /// Replies waiting for lookups above this pause reading from a client.
@@ -484,6 +487,21 @@ impl Server {
         }
         timeline::lines_handled(begun, token.0, handled);
         self.dirty.push(token);
+        self.flush_early();
+    }
+
+    /// Writes the persistent links that have [`EARLY_FLUSH`] bytes queued now, in the middle
+    /// of the turn, instead of after every ready client was read: under load one turn can
+    /// handle thousands of lines, and the neighbours would sit idle until its end, then get
+    /// them all at once. Writing early keeps the herd working as a pipeline. Replies still go
+    /// out at the end of the turn, after the floods that came before them (SPEC §2).
+    fn flush_early(&mut self) {
+        for i in 0..self.herd.links.len() {
+            let link = &self.herd.links[i];
+            if !link.one_line() && link.queued() > EARLY_FLUSH {
+                self.write_link(i);
+            }
+        }
     }
 
     /// Throws away input from a client that is being closed after an overlong line.
