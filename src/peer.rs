@@ -49,8 +49,11 @@ pub const MAX_QUEUE: usize = 8 << 20;
 /// A connect still under way after this long is given up (a neighbour whose host drops
 /// packets would otherwise hold the link for the kernel's two minutes of SYN retries).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// The catch-up refills the output buffer while it holds less than this.
-const SYNC_CHUNK: usize = 64 << 10;
+/// The catch-up refills the output buffer while it holds less than this. Below
+/// [`LINK_LOW`], so a catch-up alone never makes its link congested (which would hold this
+/// server's clients for as long as the catch-up lasts); the writer refills and writes in a
+/// loop until the kernel takes no more, so small chunks cost a few more writes, no speed.
+const SYNC_CHUNK: usize = 8 << 10;
 /// A live link with more than this queued is congested: clients are held back (the herd
 /// takes updates only as fast as it can spread them). About 700 AT lines: a couple of
 /// milliseconds of a neighbour's work, so a flood never waits long behind others.

@@ -49,7 +49,7 @@ const READ_CHUNK: usize = 64 << 10;
 const READS_PER_EVENT: usize = 8;
 /// A persistent link with this much queued is written at once, mid-turn (see
 /// [`Server::flush_early`]): about 40 AT lines.
-const EARLY_FLUSH: usize = 4 << 10;
+pub const EARLY_FLUSH: usize = 4 << 10;
 /// A client's unsent replies above this pause reading from it (backpressure).
 const OUT_HIGH: usize = 1 << 20;
 /// Replies waiting for lookups above this pause reading from a client.

@@ -144,23 +144,22 @@ impl Locations {
     }
 }
 
-/// Where field `n` (from 0) of a line of single-space-separated fields sits.
+/// Where field `n` (from 0) of a line of single-space-separated fields sits. Called on every
+/// lookup and rehash of the store (the client id is not stored apart), so it is one plain
+/// pass over the bytes up to the field's end.
 fn field(line: &[u8], n: usize) -> Option<Range<usize>> {
-    let start = if n == 0 {
-        0
-    } else {
-        line.iter()
-            .enumerate()
-            .filter(|&(_, &b)| b == b' ')
-            .nth(n - 1)?
-            .0
-            + 1
-    };
-    let len = line[start..]
-        .iter()
-        .position(|&b| b == b' ')
-        .unwrap_or(line.len() - start);
-    Some(start..start + len)
+    let mut start = 0;
+    let mut spaces = 0;
+    for (i, &b) in line.iter().enumerate() {
+        if b == b' ' {
+            if spaces == n {
+                return Some(start..i);
+            }
+            spaces += 1;
+            start = i + 1;
+        }
+    }
+    (spaces == n).then_some(start..line.len())
 }
 
 #[cfg(test)]
@@ -201,6 +200,17 @@ mod tests {
         assert_eq!((coords.lat, coords.lng), (1.0, -2.0));
         assert_eq!(store.len(), 1);
         assert_eq!(store.snapshot().len(), 1);
+    }
+
+    #[test]
+    fn fields_by_number() {
+        let line = b"AT A +0.1 kiwi +1-2 5";
+        let get = |n| field(line, n).map(|r| &line[r]);
+        assert_eq!(get(0), Some(&b"AT"[..]));
+        assert_eq!(get(3), Some(&b"kiwi"[..]));
+        assert_eq!(get(5), Some(&b"5"[..]));
+        assert_eq!(get(6), None);
+        assert_eq!(field(b"", 0), Some(0..0));
     }
 
     #[test]

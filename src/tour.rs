@@ -56,7 +56,10 @@
 //! 6. **Write.** At the end of the turn [`Server::flush_writes`] writes the links first
 //!    ([`Server::flush_link`]), then the clients, each with [`Transport::flush`]. So the flood
 //!    is on the wire before the reply: a client that asks a server two hops away right after
-//!    its reply finds the location already there.
+//!    its reply finds the location already there. Under load one turn may handle thousands of
+//!    lines; a link with [`EARLY_FLUSH`] (4 KiB) queued is written at once, mid-turn, by
+//!    [`Server::flush_early`], so the neighbours start on the first lines while this server
+//!    reads the rest (a pipeline, not batches a turn long). Replies still wait for the end.
 //! 7. **Close.** The client had half-closed; once its reply is written, [`Client::finished`]
 //!    is true, the token goes on the close list, and [`Server::reap_closed`] deregisters and
 //!    drops the socket after the batch.
@@ -191,6 +194,13 @@
 //! - **The kernel's share.** Link sockets get small kernel buffers (128 KiB asked, each way),
 //!   so what waits stays in our queue, where flow control sees it, and not in megabytes of
 //!   socket buffer that a flood line would sit behind unseen.
+//! - **A catch-up is not congestion.** A catch-up ([`PeerLink::refill`]) tops the queue up
+//!   only to 8 KiB, under [`LINK_LOW`]: streaming a million locations to a restarted
+//!   neighbour does not hold this server's clients for the seconds it takes.
+//! - **What it does not reach.** Flow control holds clients at the server that has them. A
+//!   server further in, with no clients (Powell, two hops from the edge), cannot pass its
+//!   own congestion back to the edge: its queues grow while its neighbour lags, and that is
+//!   what a flood waits behind under a saturating load (see the README's figures).
 //! - **A neighbour that stops reading.** While a link's queue is over [`LINK_LOW`], the
 //!   server watches how much the socket takes; under [`LINK_STALL_BYTES`] in [`LINK_STALL`]
 //!   (1 s) and the link is dropped: the herd's clients were held for at most that second.
@@ -354,6 +364,9 @@
 //! [`PeerLink::speaks_via`]: crate::peer::PeerLink::speaks_via
 //! [`protocol::VIA`]: crate::protocol::VIA
 //! [`Server::flush_link`]: crate::server::Server::flush_link
+//! [`Server::flush_early`]: crate::server::Server::flush_early
+//! [`EARLY_FLUSH`]: crate::server::EARLY_FLUSH
+//! [`PeerLink::refill`]: crate::peer::PeerLink::refill
 //! [`Server::reap_closed`]: crate::server::Server::reap_closed
 //! [`Server::drain_lookups`]: crate::server::Server::drain_lookups
 //! [`Server::start_connect`]: crate::server::Server::start_connect

@@ -104,6 +104,11 @@ fn neighbour_that_never_reads_is_dropped_and_memory_stays_bounded() {
     }
     sender.join().unwrap();
     let took = started.elapsed();
+    // The link was dropped for making no progress: Alford connects again (with a catch-up
+    // for Deaf). The last drop may come as the last IAMATs are answered, so wait for it.
+    eventually("Alford drops the link to Deaf and connects again", || {
+        accepted.load(Ordering::SeqCst) >= 2
+    });
     stop.store(true, Ordering::SeqCst);
     let peak = sampler.join().unwrap();
     let (n, slowest) = bystander.join().unwrap();
@@ -118,10 +123,6 @@ fn neighbour_that_never_reads_is_dropped_and_memory_stays_bounded() {
         took.as_secs_f64(),
     );
     assert_eq!(answered, UPDATES, "every IAMAT is answered");
-    assert!(
-        links >= 2,
-        "the link to Deaf was never dropped for not reading"
-    );
     assert!(grown < RSS_BOUND_KIB, "grew {grown} KiB");
 }
 
