@@ -66,6 +66,14 @@ impl Admission {
         None
     }
 
+    /// True when a `BUSY` notice (its four fields, its `tag=` value) must be ignored: with
+    /// a herd key, one without the right tag.
+    pub fn refuse_notice(&self, notice: &[u8], tag: Option<&[u8]>) -> bool {
+        self.key
+            .as_ref()
+            .is_some_and(|key| !tag.is_some_and(|tag| key.verify(notice, tag)))
+    }
+
     /// True when `when` is more than `--max-future` ahead of the server's clock.
     pub fn too_far_ahead(&self, when: Timestamp) -> bool {
         self.max_future.is_some_and(|ahead| {

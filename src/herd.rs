@@ -17,6 +17,7 @@ use crate::json::{self, Prepared};
 use crate::logging::trace;
 use crate::peer::{PeerLink, Sent, Ticket};
 use crate::places::{Provider, Query};
+use crate::pressure::Pressure;
 use crate::protocol::{self, Command, Report, Shown, Skew, Timestamp};
 use crate::timeline;
 use crate::workers::{Done, Job, LookupKey, Pool};
@@ -77,6 +78,11 @@ pub struct Herd {
     /// A live link's queue is over its bound: clients wait until the links drain (flow
     /// control; set here as floods are queued, cleared by the reactor after writing).
     pub congested: bool,
+    /// The herd's pressure: whether this server said it is busy, and which others are
+    /// (`BUSY` notices, see `pressure`).
+    pub pressure: Pressure,
+    /// Another server's `BUSY` notice holds our clients (refreshed each turn).
+    pub others_busy: bool,
     /// Lookups in flight, and who waits for each: identical lookups share one.
     in_flight: HashMap<LookupKey, Vec<Waiter>>,
     /// WHATSATs read this turn, and those about clients not known yet, waiting a moment.
@@ -108,12 +114,14 @@ impl Herd {
         trace: bool,
     ) -> Herd {
         Herd {
+            pressure: Pressure::new(&name),
             name,
             store: crate::store::Locations::new(),
             links,
             want_connect: Vec::new(),
             overflowed: Vec::new(),
             congested: false,
+            others_busy: false,
             in_flight: HashMap::new(),
             unknown: Vec::new(),
             held: HashMap::new(),
@@ -153,6 +161,7 @@ impl Herd {
                 Some(Command::IAmAt(_)) => "IAMAT",
                 Some(Command::At { .. }) => "AT",
                 Some(Command::WhatsAt { .. }) => "WHATSAT",
+                Some(Command::Busy { .. }) => "BUSY",
                 None => "invalid",
             }
         );
@@ -197,6 +206,33 @@ impl Herd {
                     let seq = replies.reserve();
                     self.hold_reply(token, seq, Vec::new(), waiting);
                 }
+                return true;
+            }
+            Some(Command::Busy {
+                server,
+                seq,
+                busy,
+                tag,
+            }) => {
+                // Only from a connection someone opened to us (a neighbour's link); never
+                // answered, so a server that does not know the word costs nothing.
+                if origin != Origin::Accepted {
+                    return false;
+                }
+                let name = String::from_utf8_lossy(server);
+                let notice = crate::pressure::format_notice(&name, seq, busy);
+                if self.admission.refuse_notice(&notice, tag) {
+                    log::warn!(
+                        "conn {}: BUSY notice without the herd's tag ignored",
+                        token.0
+                    );
+                    return false;
+                }
+                let now = Instant::now();
+                if self.pressure.heard(server, seq, busy, now) {
+                    self.send_notice(&notice);
+                }
+                self.note_pressure(now);
                 return true;
             }
             Some(Command::WhatsAt {
@@ -265,6 +301,32 @@ impl Herd {
         };
         self.held.insert(self.next_ticket, held);
         self.next_ticket += 1;
+    }
+
+    /// True while clients must wait: a link of ours is congested, or another server said
+    /// it is behind (flow control).
+    pub fn holds_clients(&self) -> bool {
+        self.congested || self.others_busy
+    }
+
+    /// Notes whether another server's `BUSY` notice holds our clients now, and logs when
+    /// that changes.
+    pub fn note_pressure(&mut self, now: Instant) {
+        let holder = self.pressure.holder(now);
+        match (holder, self.others_busy) {
+            (Some(name), false) => log::info!("clients held: {} is behind", Shown(name)),
+            (None, true) => log::info!("clients read again: the herd has caught up"),
+            _ => {}
+        }
+        self.others_busy = holder.is_some();
+    }
+
+    /// Puts a `BUSY` notice (ours, or one passed on) at the front of every link to a
+    /// proxy-herd neighbour (see `pressure`).
+    pub fn send_notice(&mut self, notice: &[u8]) {
+        for link in &mut self.links {
+            link.notice(notice);
+        }
     }
 
     /// A flood line of a held reply is handled by its neighbour (or cannot be delivered).

@@ -17,6 +17,7 @@
 //! | [`transport`] | a nonblocking socket with its output buffer (Twisted's `FileDescriptor`) |
 //! | [`client`] | one accepted connection: input lines, replies kept in request order |
 //! | [`peer`] | a link to one neighbour: connect, queue, catch-up, backoff, one line per connection |
+//! | [`pressure`] | `BUSY` notices: the edge holds its clients while a server further in is behind |
 //! | [`liveness`] | TCP keepalive and `TCP_USER_TIMEOUT` on links: noticing a dead neighbour |
 //! | [`herd`] | what a line does: IAMAT, AT, WHATSAT, flooding, lookups in flight |
 //! | [`auth`] | `--herd-key`: signing and checking AT lines with the herd's secret |
@@ -53,6 +54,7 @@ pub mod liveness;
 pub mod logging;
 pub mod peer;
 pub mod places;
+pub mod pressure;
 pub mod protocol;
 pub mod server;
 pub mod signals;

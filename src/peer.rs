@@ -296,6 +296,19 @@ impl PeerLink {
         }
     }
 
+    /// Puts a `BUSY` notice at the front of the queue (see `pressure`), if the neighbour
+    /// is a proxy-herd server on a live persistent link; other neighbours never get one.
+    pub fn notice(&mut self, notice: &[u8]) {
+        if self.one_line || !self.speaks_via {
+            return;
+        }
+        if let LinkState::Up(t) = &mut self.state {
+            let mut line = Vec::with_capacity(notice.len() + 80);
+            put_line(&mut line, notice, None, self.key.as_deref());
+            t.queue_first(&line);
+        }
+    }
+
     /// One-line mode: the line waits for a connection of its own.
     fn hold(&mut self, line: &[u8], ticket: Option<Ticket>) -> Sent {
         if self.catch_up && self.retry_at().is_some() {

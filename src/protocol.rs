@@ -261,6 +261,18 @@ pub enum Command<'a> {
         /// The herd's authentication tag, from a `tag=HEX` extra field (see `auth`).
         tag: Option<&'a [u8]>,
     },
+    /// `BUSY server seq 1|0 [tag=HEX]`: a proxy-herd server is behind, or caught up again
+    /// (see `pressure`). Only neighbours send it.
+    Busy {
+        /// The server the notice is about.
+        server: &'a [u8],
+        /// The notice's number: a newer one replaces an older one.
+        seq: u64,
+        /// Behind (true) or caught up.
+        busy: bool,
+        /// The herd's authentication tag, from a `tag=HEX` extra field (see `auth`).
+        tag: Option<&'a [u8]>,
+    },
     /// `WHATSAT client radius bound`: what is near a client.
     WhatsAt {
         /// The client id.
@@ -281,10 +293,10 @@ const MAX_FIELDS: usize = 10;
 /// (see `peer`), since some course servers count fields.
 pub const VIA: &[u8] = b"via=";
 
-/// True when a line's first field is `AT`: a flood from a neighbour, which is handled even
+/// True when a line's first field is `AT` or `BUSY`: from a neighbour, and handled even
 /// while clients are held back (flow control never stops the herd's own traffic).
 pub fn is_flood(line: &[u8]) -> bool {
-    fields(line).next() == Some(b"AT")
+    matches!(fields(line).next(), Some(b"AT" | b"BUSY"))
 }
 
 /// Parses one line (without its line ending). `None` means the line is invalid and gets
@@ -311,6 +323,23 @@ pub fn parse(line: &[u8]) -> Option<Command<'_>> {
                 report,
                 via: extra_field(&f[6..n], VIA),
                 tag: extra_field(&f[6..n], crate::auth::TAG),
+            })
+        }
+        (b"BUSY", 4 | 5) => {
+            let seq = std::str::from_utf8(f[2]).ok()?;
+            if !seq.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            let busy = match f[3] {
+                b"1" => true,
+                b"0" => false,
+                _ => return None,
+            };
+            Some(Command::Busy {
+                server: f[1],
+                seq: seq.parse().ok()?,
+                busy,
+                tag: extra_field(&f[4..n], crate::auth::TAG),
             })
         }
         (b"WHATSAT", 4) => Some(Command::WhatsAt {
@@ -433,6 +462,41 @@ mod tests {
 
     fn ts(secs: u64, nanos: u32) -> Timestamp {
         Timestamp { secs, nanos }
+    }
+
+    #[test]
+    fn busy_notices() {
+        match parse(b"BUSY Powell 1764662400123456 1") {
+            Some(Command::Busy {
+                server,
+                seq,
+                busy,
+                tag,
+            }) => {
+                assert_eq!(
+                    (server, seq, busy, tag),
+                    (&b"Powell"[..], 1764662400123456, true, None)
+                );
+            }
+            _ => panic!("not a notice"),
+        }
+        assert!(matches!(
+            parse(b"BUSY Powell 7 0 tag=ab"),
+            Some(Command::Busy {
+                busy: false,
+                tag: Some(b"ab"),
+                ..
+            })
+        ));
+        for bad in [
+            &b"BUSY Powell 7 2"[..],
+            b"BUSY Powell -7 1",
+            b"BUSY Powell 7",
+            b"BUSY Powell x 1",
+        ] {
+            assert!(parse(bad).is_none(), "{}", Shown(bad));
+        }
+        assert!(is_flood(b"BUSY Powell 7 1"));
     }
 
     #[test]

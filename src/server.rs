@@ -47,6 +47,11 @@ const FIRST_CONNECTION: usize = 3;
 const READ_CHUNK: usize = 64 << 10;
 /// Reads per readiness event before other connections get a turn.
 const READS_PER_EVENT: usize = 8;
+/// A read of this much from a neighbour's link means we are behind (see `pressure`):
+/// several of its writes were waiting for us.
+const BEHIND: usize = 8 << 10;
+/// While this server says it is behind, it looks again this often.
+const RECHECK: Duration = Duration::from_millis(1);
 /// A persistent link with this much queued is written at once, mid-turn (see
 /// [`Server::flush_early`]): about 40 AT lines.
 pub const EARLY_FLUSH: usize = 4 << 10;
@@ -123,6 +128,8 @@ pub struct Server {
     trace: bool,
     /// Loop turns so far (for the trace).
     turn: u64,
+    /// This turn read much from a neighbour's link (see [`BEHIND`]).
+    behind: bool,
 }
 
 impl Server {
@@ -185,6 +192,7 @@ impl Server {
             read_buf: vec![0; READ_CHUNK].into_boxed_slice(),
             trace: config.trace,
             turn: 0,
+            behind: false,
         })
     }
 
@@ -243,6 +251,10 @@ impl Server {
         if !self.more_to_read.is_empty() {
             return Some(Duration::ZERO);
         }
+        // While we said we are behind, look again soon: the all-clear must not wait.
+        if self.herd.pressure.own_busy() {
+            return Some(RECHECK);
+        }
         let links = self.herd.links.iter();
         let deadlines = links.flat_map(|l| {
             let draining = l.draining.iter().map(|d| d.deadline);
@@ -255,6 +267,7 @@ impl Server {
             .chain(self.accept_retry_at)
             .chain(self.idle_check_at)
             .chain(self.herd.unknown_deadline())
+            .chain(self.herd.pressure.deadline())
             .chain(self.lingering.iter().map(|&(_, t)| t));
         let now = Instant::now();
         deadlines.min().map(|t| t.saturating_duration_since(now))
@@ -387,6 +400,8 @@ impl Server {
             // came: an idle connection holds no input buffer of its own.
             let result = client.io.read(&mut self.read_buf);
             if let Ok(Some(n)) = result {
+                // A neighbour's link with this much waiting: we are behind (see `pressure`).
+                self.behind |= client.carries_floods && n >= BEHIND;
                 client.input.extend(&self.read_buf[..n]);
                 mark!("read", conn = token.0, bytes = n);
             }
@@ -429,7 +444,7 @@ impl Server {
             // client is not read), so the herd takes updates only as fast as it spreads them.
             // A neighbour's AT line always goes through: pausing links could deadlock a herd
             // with a cycle, every server waiting for the next.
-            if self.herd.congested
+            if self.herd.holds_clients()
                 && !client.carries_floods
                 && (client.input.peek(client.eof)).is_some_and(|l| !crate::protocol::is_flood(l))
             {
@@ -676,8 +691,9 @@ impl Server {
         } else {
             links.iter().any(PeerLink::congested)
         };
+        self.herd_pressure();
         self.held.append(&mut self.held_served);
-        if self.herd.congested || self.held.is_empty() {
+        if self.herd.holds_clients() || self.held.is_empty() {
             return;
         }
         trace!(
@@ -691,6 +707,30 @@ impl Server {
                 self.more_to_read.push(token);
             }
         }
+    }
+
+    /// Flow control across the herd (see `pressure`): tells the neighbours when this server
+    /// falls behind (a link congested, or much waiting on a link we read) or has caught up,
+    /// and notes whether another server's notice holds our clients. A notice is written at
+    /// once: it is about the queues being long.
+    fn herd_pressure(&mut self) {
+        let now = Instant::now();
+        let behind = self.herd.congested || std::mem::take(&mut self.behind);
+        if let Some(notice) = self.herd.pressure.own(behind, now) {
+            log::info!("{}", crate::protocol::Shown(&notice));
+            trace!(
+                self.trace,
+                "herd pressure: {}",
+                crate::protocol::Shown(&notice)
+            );
+            self.herd.send_notice(&notice);
+            for i in 0..self.herd.links.len() {
+                if !self.herd.links[i].one_line() {
+                    self.write_link(i);
+                }
+            }
+        }
+        self.herd.note_pressure(now);
     }
 
     /// Removes and deregisters the connections marked for closing during this turn.

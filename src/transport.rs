@@ -63,6 +63,14 @@ impl Transport {
         self.out.extend_from_slice(bytes);
     }
 
+    /// Puts `line` (ending with its `\n`) ahead of everything not yet written, but after
+    /// the line being written now, if one was cut short: an urgent line jumps the queue
+    /// without splitting another.
+    pub fn queue_first(&mut self, line: &[u8]) {
+        let at = next_line_start(&self.out, self.sent);
+        self.out.splice(at..at, line.iter().copied());
+    }
+
     /// The buffer to append to directly (avoids a copy when building a reply in place).
     pub fn out_mut(&mut self) -> &mut Vec<u8> {
         &mut self.out
@@ -135,5 +143,31 @@ impl Transport {
     pub fn deregister(&mut self, registry: &Registry) {
         // An error here means it was not registered; there is nothing else to undo.
         let _ = registry.deregister(&mut self.stream);
+    }
+}
+
+/// Where the first line not yet begun starts, in a buffer written up to `sent`: `sent`
+/// itself at a line boundary, else just after the line being written.
+fn next_line_start(out: &[u8], sent: usize) -> usize {
+    if sent == 0 || out[sent - 1] == b'\n' {
+        return sent;
+    }
+    match out[sent..].iter().position(|&b| b == b'\n') {
+        Some(end) => sent + end + 1,
+        None => out.len(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_line_start;
+
+    #[test]
+    fn urgent_lines_go_between_lines() {
+        let out = b"AT one\nAT two\n";
+        assert_eq!(next_line_start(out, 0), 0);
+        assert_eq!(next_line_start(out, 3), 7, "after the line cut short");
+        assert_eq!(next_line_start(out, 7), 7, "at a boundary");
+        assert_eq!(next_line_start(b"AT one", 3), 6, "no end yet: at the end");
     }
 }

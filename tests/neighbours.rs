@@ -247,3 +247,90 @@ fn idle_timeout_spares_neighbour_links() {
     let mut buf = [0u8; 1];
     assert_eq!(idle.read(&mut buf).unwrap(), 0);
 }
+
+/// Flow control across the herd (the `BUSY` notices of `pressure`): Alford – Parker – Powell
+/// in a line, clients only at Alford. Powell is stopped, so Parker's queue to it fills up;
+/// Parker says it is behind, and Alford, which has no link to Powell, holds its clients.
+/// Once Powell runs again every IAMAT is answered, and Powell holds every client's newest
+/// location.
+#[test]
+fn a_server_behind_two_hops_away_holds_the_edge() {
+    const LINE: &[(&str, &[&str])] = &[
+        ("Alford", &["Parker"]),
+        ("Parker", &["Powell"]),
+        ("Powell", &[]),
+    ];
+    let herd = Herd::start("pressure", LINE, &[]);
+    eventually("the links are up", || {
+        herd.log("Alford").contains("link to Parker up")
+            && herd.log("Parker").contains("link to Powell up")
+    });
+    // One flood first: on it, every link learns that its neighbour reads extra fields,
+    // which is what notices need.
+    served(herd.addr("Alford"), "Alford", "warmup");
+    eventually("the warm-up reached Powell", || {
+        herd.ask("Powell", "WHATSAT warmup 1 1").starts_with("AT ")
+    });
+    let signal = |sig: &str| {
+        let status = std::process::Command::new("kill")
+            .args([sig, &herd.pid("Powell").to_string()])
+            .status();
+        assert!(status.is_ok_and(|s| s.success()), "kill {sig} Powell");
+    };
+    signal("-STOP");
+
+    // 2,000 updates of 200 clients with 1 KB ids, pipelined: about 2 MB, far more than
+    // Parker's queue bound and the kernel's buffers toward Powell.
+    const UPDATES: usize = 2_000;
+    const CLIENTS: usize = 200;
+    let pad = "p".repeat(1000);
+    let ids: Vec<String> = (0..CLIENTS).map(|i| format!("{i:03}{pad}")).collect();
+    let stream = TcpStream::connect(herd.addr("Alford")).unwrap();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let lines: Vec<String> = (0..UPDATES)
+        .map(|i| {
+            let time = format!("1700000000.{:09}", i);
+            format!("IAMAT {} +34.068930-118.445127 {time}\n", ids[i % CLIENTS])
+        })
+        .collect();
+    let sender = thread::spawn(move || {
+        for chunk in lines.chunks(50) {
+            writer.write_all(chunk.concat().as_bytes()).unwrap();
+        }
+        writer.shutdown(Shutdown::Write).unwrap();
+    });
+    let reader = thread::spawn(move || {
+        let mut newest = std::collections::HashMap::new();
+        for line in BufReader::new(stream).lines() {
+            let line = line.expect("Alford stopped answering");
+            let id = line.split(' ').nth(3).unwrap_or_default().to_string();
+            newest.insert(id, line);
+        }
+        newest
+    });
+
+    eventually("Alford holds its clients: Parker is behind", || {
+        herd.log("Alford")
+            .contains("clients held: Parker is behind")
+    });
+    let parker = herd.log("Parker");
+    assert!(
+        parker
+            .lines()
+            .any(|l| l.contains("] BUSY Parker ") && l.ends_with(" 1")),
+        "Parker said it is behind"
+    );
+    signal("-CONT");
+
+    sender.join().unwrap();
+    let newest = reader.join().unwrap();
+    assert_eq!(newest.len(), CLIENTS, "every client's IAMATs were answered");
+    let want: Vec<Option<String>> = ids.iter().map(|id| newest.get(id).cloned()).collect();
+    eventually("Powell holds every client's newest location", || {
+        stored_lines(herd.addr("Powell"), &ids).is_ok_and(|got| got == want)
+    });
+    eventually("Alford reads its clients again", || {
+        herd.log("Alford").contains("clients read again")
+    });
+}

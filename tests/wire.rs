@@ -360,7 +360,7 @@ fn expect(line: &[u8], maybe_known: &HashSet<Vec<u8>>) -> Expect {
             ]
             .concat(),
         ),
-        Some(Command::At { .. }) => Expect::Nothing,
+        Some(Command::At { .. }) | Some(Command::Busy { .. }) => Expect::Nothing,
         Some(Command::WhatsAt { client, .. }) => {
             if KNOWN.iter().any(|(k, _)| k.as_bytes() == client) {
                 Expect::Places(client.to_vec())

@@ -1,0 +1,211 @@
+//! Backpressure across the herd: `BUSY` notices, so that the edge holds its clients while a
+//! server further in cannot keep up.
+//!
+//! Flow control (see `peer`) holds a server's clients while one of *its* links is congested.
+//! That reaches no further than one hop: Powell, two hops from the edge, has no clients to
+//! hold, and when it falls behind the queues toward it grow while the edge goes on accepting.
+//! So a server that is behind says so to the whole herd:
+//!
+//! ```text
+//! BUSY Powell 1764662400123456 1      Powell is behind (1) or has caught up (0)
+//! ```
+//!
+//! The second field is the notice's number: a server's notices are numbered upward
+//! (microseconds since the epoch, so a restarted server's come after its old ones). A notice
+//! is passed on to every neighbour, like an AT line, unless it is not newer than the last one
+//! from that server: that ends it on a cycle. Every server holds its clients while any
+//! server is busy. A busy server repeats its notice every [`REPEAT`]; a server that heard
+//! nothing more for [`LAPSE`] takes it as clear (its neighbour died, or the link carrying its
+//! all-clear dropped). And whatever it is told, a server holds its clients for one busy
+//! server at most [`MAX_HOLD`] in a row: a neighbour that is behind for longer is a slow
+//! neighbour, which the stall check of its own links deals with, and a forged notice cannot
+//! hold the herd for good.
+//!
+//! Notices go only to proxy-herd neighbours on persistent links, those that showed they read
+//! extra fields (`via=`): a course server would answer `? `. With a herd key they are signed
+//! like AT lines, and unsigned ones are ignored. They go at the front of a link's queue:
+//! they are about that queue being long.
+//!
+//! What counts as busy is the server's to say ([`Server`](crate::server::Server) decides): a
+//! link's queue over its bound, or a read from a link that found much waiting.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// A busy server repeats its notice this often.
+pub const REPEAT: Duration = Duration::from_millis(100);
+/// A busy notice not repeated within this long has lapsed.
+pub const LAPSE: Duration = Duration::from_millis(350);
+/// The longest one server's notices hold this server's clients without a break.
+pub const MAX_HOLD: Duration = Duration::from_secs(1);
+
+/// The notice command word.
+pub const BUSY: &[u8] = b"BUSY";
+
+/// What this server knows of the herd's pressure: its own, and every busy server's.
+#[derive(Debug)]
+pub struct Pressure {
+    /// This server's name.
+    me: String,
+    /// Whether this server said it is busy, and when it said so last.
+    said: Option<(bool, Instant)>,
+    /// The number of this server's last notice.
+    seq: u64,
+    /// Other servers' last notices, by name.
+    others: HashMap<Vec<u8>, Heard>,
+}
+
+/// The last notice heard from one server.
+#[derive(Debug)]
+struct Heard {
+    seq: u64,
+    /// Busy since when (`None`: clear).
+    since: Option<Instant>,
+    /// When the last busy notice lapses.
+    until: Instant,
+}
+
+impl Pressure {
+    /// Nothing heard, nothing said.
+    pub fn new(me: &str) -> Pressure {
+        Pressure {
+            me: me.to_string(),
+            said: None,
+            seq: 0,
+            others: HashMap::new(),
+        }
+    }
+
+    /// This server is (or is not) busy now. Returns the notice to send, if one is due: on a
+    /// change, and every [`REPEAT`] while busy.
+    pub fn own(&mut self, busy: bool, now: Instant) -> Option<Vec<u8>> {
+        let due = match self.said {
+            None => busy,
+            Some((was, at)) => was != busy || (busy && now >= at + REPEAT),
+        };
+        if !due {
+            return None;
+        }
+        self.said = Some((busy, now));
+        let micros = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        self.seq = micros.max(self.seq + 1);
+        Some(format_notice(&self.me, self.seq, busy))
+    }
+
+    /// True while this server's last notice said busy.
+    pub fn own_busy(&self) -> bool {
+        matches!(self.said, Some((true, _)))
+    }
+
+    /// A notice from `server` came in. Returns true when it is news (pass it on).
+    pub fn heard(&mut self, server: &[u8], seq: u64, busy: bool, now: Instant) -> bool {
+        if server == self.me.as_bytes() {
+            return false;
+        }
+        let known = self.others.get(server);
+        if known.is_some_and(|h| h.seq >= seq) {
+            return false;
+        }
+        let since = match known.and_then(|h| h.since) {
+            Some(since) if busy => Some(since),
+            _ => busy.then_some(now),
+        };
+        let heard = Heard {
+            seq,
+            since,
+            until: now + LAPSE,
+        };
+        self.others.insert(server.to_vec(), heard);
+        true
+    }
+
+    /// A server whose busy notice holds this server's clients now, if any.
+    pub fn holder(&self, now: Instant) -> Option<&[u8]> {
+        let mut busy = self.others.iter().filter(|(_, h)| h.holds(now));
+        busy.next().map(|(name, _)| name.as_slice())
+    }
+
+    /// When the answer of [`Pressure::holder`] may change by itself, or this
+    /// server's notice is due again.
+    pub fn deadline(&self) -> Option<Instant> {
+        let repeat = match self.said {
+            Some((true, at)) => Some(at + REPEAT),
+            _ => None,
+        };
+        let lapses = self.others.values().filter_map(|h| {
+            let since = h.since?;
+            Some(h.until.min(since + MAX_HOLD))
+        });
+        repeat.into_iter().chain(lapses).min()
+    }
+}
+
+impl Heard {
+    fn holds(&self, now: Instant) -> bool {
+        self.since
+            .is_some_and(|since| now < self.until && now < since + MAX_HOLD)
+    }
+}
+
+/// `BUSY NAME SEQ 1|0`, without a line ending.
+pub fn format_notice(server: &str, seq: u64, busy: bool) -> Vec<u8> {
+    format!("BUSY {server} {seq} {}", u8::from(busy)).into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_notices_on_change_and_repeat_while_busy() {
+        let mut p = Pressure::new("Powell");
+        let t = Instant::now();
+        assert_eq!(
+            p.own(false, t),
+            None,
+            "clear from the start: nothing to say"
+        );
+        let first = p.own(true, t).expect("busy: say so");
+        assert!(first.starts_with(b"BUSY Powell ") && first.ends_with(b" 1"));
+        assert_eq!(p.own(true, t + REPEAT / 2), None);
+        let again = p.own(true, t + REPEAT).expect("repeated");
+        assert!(
+            again > first || again.len() > first.len(),
+            "numbered upward"
+        );
+        let clear = p.own(false, t + REPEAT).expect("clear: say so");
+        assert!(clear.ends_with(b" 0"));
+        assert_eq!(p.own(false, t + REPEAT * 5), None);
+        assert_eq!(p.deadline(), None);
+    }
+
+    #[test]
+    fn others_hold_until_clear_lapse_or_max_hold() {
+        let mut p = Pressure::new("Hamilton");
+        let t = Instant::now();
+        assert!(p.heard(b"Powell", 10, true, t));
+        assert!(!p.heard(b"Powell", 10, true, t), "not newer: not passed on");
+        assert!(!p.heard(b"Powell", 9, false, t), "older: ignored");
+        assert!(p.holder(t).is_some());
+        // Clear.
+        assert!(p.heard(b"Powell", 11, false, t));
+        assert!(p.holder(t).is_none());
+        // Busy, never repeated: it lapses.
+        assert!(p.heard(b"Powell", 12, true, t));
+        assert!(p.holder(t + LAPSE).is_none());
+        // Busy and repeated for ever: held at most MAX_HOLD from the first busy notice.
+        let mut seq = 13;
+        let mut now = t;
+        while now < t + MAX_HOLD {
+            assert!(p.heard(b"Powell", seq, true, now));
+            assert_eq!(p.holder(now).is_some(), now < t + MAX_HOLD, "{now:?}");
+            seq += 1;
+            now += REPEAT;
+        }
+        assert!(p.holder(t + MAX_HOLD).is_none());
+        // Our own name coming back is not news.
+        assert!(!p.heard(b"Hamilton", 99, true, t));
+    }
+}
