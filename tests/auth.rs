@@ -165,3 +165,39 @@ fn a_far_future_iamat_is_refused_with_max_future_and_taken_without() {
     assert!(knows(&limited, "Alford", "ghost").starts_with("? "));
     assert!(limited.log("Alford").contains("too far in the future"));
 }
+
+/// A `BUSY` notice (see `pressure`) holds a server's clients, so with a key only a signed
+/// one counts; without a key any does, as any AT line does.
+#[test]
+fn a_busy_notice_counts_only_signed_with_a_key() {
+    let key = key_file("authbusy", SECRET);
+    let keyed = Herd::start("auth-busy", &[("Alford", &[])], &["--herd-key", &key]);
+    let open = Herd::start("auth-busy-open", &[("Alford", &[])], &[]);
+
+    keyed.ask("Alford", "BUSY Parker 5 1\n");
+    eventually("the unsigned notice is ignored", || {
+        keyed
+            .log("Alford")
+            .contains("BUSY notice without the herd's tag ignored")
+    });
+    assert!(!keyed.log("Alford").contains("clients held"));
+    keyed.ask(
+        "Alford",
+        &format!("{}\n", signed("BUSY Parker 6 1", SECRET)),
+    );
+    eventually("the signed notice holds the clients", || {
+        keyed
+            .log("Alford")
+            .contains("clients held: Parker is behind")
+    });
+    // It lapses by itself: nobody repeats it.
+    eventually("the notice lapses", || {
+        keyed.log("Alford").contains("clients read again")
+    });
+
+    open.ask("Alford", "BUSY Parker 5 1\n");
+    eventually("without a key, any notice counts", || {
+        open.log("Alford")
+            .contains("clients held: Parker is behind")
+    });
+}
