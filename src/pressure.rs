@@ -34,6 +34,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// A busy server repeats its notice this often.
 pub const REPEAT: Duration = Duration::from_millis(100);
+/// A busy notice comes at least this long after the server's last notice (an all-clear
+/// goes at once): a server that flips faster says so once the gap is over. In a herd of
+/// fifty, every notice is a line on every link, and servers flipping many thousand times a
+/// second would bury the herd in notices.
+pub const GAP: Duration = Duration::from_millis(1);
 /// A busy notice not repeated within this long has lapsed.
 pub const LAPSE: Duration = Duration::from_millis(350);
 /// The longest one server's notices hold this server's clients without a break.
@@ -49,6 +54,8 @@ pub struct Pressure {
     me: String,
     /// Whether this server said it is busy, and when it said so last.
     said: Option<(bool, Instant)>,
+    /// Whether it was busy when last asked (which it says once [`GAP`] is over), and when.
+    busy: (bool, Instant),
     /// The number of this server's last notice.
     seq: u64,
     /// Other servers' last notices, by name.
@@ -71,6 +78,7 @@ impl Pressure {
         Pressure {
             me: me.to_string(),
             said: None,
+            busy: (false, Instant::now()),
             seq: 0,
             others: HashMap::new(),
         }
@@ -79,9 +87,14 @@ impl Pressure {
     /// This server is (or is not) busy now. Returns the notice to send, if one is due: on a
     /// change, and every [`REPEAT`] while busy.
     pub fn own(&mut self, busy: bool, now: Instant) -> Option<Vec<u8>> {
+        self.busy = (busy, now);
         let due = match self.said {
             None => busy,
-            Some((was, at)) => was != busy || (busy && now >= at + REPEAT),
+            // An all-clear goes at once (the herd waits for it); a busy notice no sooner
+            // than GAP after the last notice, and again every REPEAT.
+            Some((was, at)) => {
+                (was != busy && (!busy || now >= at + GAP)) || (busy && now >= at + REPEAT)
+            }
         };
         if !due {
             return None;
@@ -92,11 +105,6 @@ impl Pressure {
             .map_or(0, |d| d.as_micros() as u64);
         self.seq = micros.max(self.seq + 1);
         Some(format_notice(&self.me, self.seq, busy))
-    }
-
-    /// True while this server's last notice said busy.
-    pub fn own_busy(&self) -> bool {
-        matches!(self.said, Some((true, _)))
     }
 
     /// A notice from `server` came in. Returns true when it is news (pass it on).
@@ -130,8 +138,13 @@ impl Pressure {
     /// When the answer of [`Pressure::holder`] may change by itself, or this
     /// server's notice is due again.
     pub fn deadline(&self) -> Option<Instant> {
+        // A change not said yet is said once the gap is over. A busy server repeats itself,
+        // and looks again every gap: being behind is a measure of the last reads, and with
+        // its neighbours held, nothing else may come to wake it for the all-clear.
+        let (busy, asked) = self.busy;
         let repeat = match self.said {
-            Some((true, at)) => Some(at + REPEAT),
+            Some((said, at)) if said != busy => Some(at + GAP),
+            Some((true, at)) => Some((at + REPEAT).min(asked + GAP)),
             _ => None,
         };
         let lapses = self.others.values().filter_map(|h| {
@@ -175,8 +188,25 @@ mod tests {
             again > first || again.len() > first.len(),
             "numbered upward"
         );
-        let clear = p.own(false, t + REPEAT).expect("clear: say so");
+        assert_eq!(
+            p.deadline(),
+            Some(t + REPEAT + GAP),
+            "look again while busy"
+        );
+        let clear = p.own(false, t + REPEAT).expect("clear: said at once");
         assert!(clear.ends_with(b" 0"));
+        assert_eq!(
+            p.own(true, t + REPEAT),
+            None,
+            "busy again: too soon after the last"
+        );
+        assert_eq!(
+            p.deadline(),
+            Some(t + REPEAT + GAP),
+            "said once the gap is over"
+        );
+        assert!(p.own(true, t + REPEAT + GAP).is_some());
+        assert!(p.own(false, t + REPEAT + GAP).is_some());
         assert_eq!(p.own(false, t + REPEAT * 5), None);
         assert_eq!(p.deadline(), None);
     }

@@ -50,8 +50,6 @@ const READS_PER_EVENT: usize = 8;
 /// A read of this much from a neighbour's link means we are behind (see `pressure`):
 /// several of its writes were waiting for us.
 const BEHIND: usize = 8 << 10;
-/// While this server says it is behind, it looks again this often.
-const RECHECK: Duration = Duration::from_millis(1);
 /// A persistent link with this much queued is written at once, mid-turn (see
 /// [`Server::flush_early`]): about 40 AT lines.
 pub const EARLY_FLUSH: usize = 4 << 10;
@@ -250,10 +248,6 @@ impl Server {
     fn next_timeout(&self) -> Option<Duration> {
         if !self.more_to_read.is_empty() {
             return Some(Duration::ZERO);
-        }
-        // While we said we are behind, look again soon: the all-clear must not wait.
-        if self.herd.pressure.own_busy() {
-            return Some(RECHECK);
         }
         let links = self.herd.links.iter();
         let deadlines = links.flat_map(|l| {

@@ -133,14 +133,14 @@ fn a_copied_binary_runs_a_herd_in_an_empty_directory() {
     }
     let stdout = elsewhere.join("herd.out");
     let mut herd = RunningHerd {
-        parent: Command::new(&exe)
-            .args(&args)
-            .current_dir(&dir)
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&stdout).unwrap())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+        parent: common::spawn(
+            Command::new(&exe)
+                .args(&args)
+                .current_dir(&dir)
+                .stdin(Stdio::null())
+                .stdout(std::fs::File::create(&stdout).unwrap())
+                .stderr(Stdio::null()),
+        ),
         stdout,
     };
 

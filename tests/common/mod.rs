@@ -405,17 +405,32 @@ pub fn run_to_exit(args: &[&str], cwd: &Path) -> (Option<i32>, String) {
     )
 }
 
+/// Spawns `command`. A binary copied a moment ago may be refused for a while ("text file
+/// busy"): another test thread that forked just then holds the copy's write descriptor until
+/// its child execs. That passes; so retry, boundedly.
+pub fn spawn(command: &mut Command) -> std::process::Child {
+    for _ in 0..100 {
+        match command.spawn() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
+                sleep(Duration::from_millis(20))
+            }
+            result => return result.unwrap(),
+        }
+    }
+    panic!("{command:?}: text file busy for two seconds")
+}
+
 /// Runs `exe` with `args` in `cwd` to the end, bounded by `PATIENCE` (then killed), with
 /// its stdout and stderr captured.
 pub fn run_exe(exe: &Path, args: &[&str], cwd: &Path) -> std::process::Output {
-    let mut child = Command::new(exe)
-        .args(args)
-        .current_dir(cwd)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn(
+        Command::new(exe)
+            .args(args)
+            .current_dir(cwd)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
     let deadline = Instant::now() + PATIENCE;
     while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
         sleep(Duration::from_millis(10));
