@@ -28,7 +28,9 @@
 //! - **Flow control.** A live link whose queue passes [`LINK_HIGH`] is *congested*: the
 //!   server stops reading clients until every link is back under [`LINK_LOW`]. A congested
 //!   link that writes nothing for [`LINK_STALL`] is dropped, so a neighbour that stopped
-//!   reading cannot hold the herd; it is caught up when it comes back.
+//!   reading cannot hold the herd; it is caught up when it comes back. A congested server
+//!   also tells the rest of the herd, whose clients then wait too (see `pressure`); the
+//!   notices go to the front of the queue through [`PeerLink::notice`].
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;

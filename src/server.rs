@@ -49,7 +49,7 @@ const READ_CHUNK: usize = 64 << 10;
 const READS_PER_EVENT: usize = 8;
 /// A read of this much from a neighbour's link means we are behind (see `pressure`):
 /// several of its writes were waiting for us.
-const BEHIND: usize = 8 << 10;
+pub const BEHIND: usize = 8 << 10;
 /// A persistent link with this much queued is written at once, mid-turn (see
 /// [`Server::flush_early`]): about 40 AT lines.
 pub const EARLY_FLUSH: usize = 4 << 10;

@@ -197,15 +197,17 @@
 //! - **A catch-up is not congestion.** A catch-up ([`PeerLink::refill`]) tops the queue up
 //!   only to 8 KiB, under [`LINK_LOW`]: streaming a million locations to a restarted
 //!   neighbour does not hold this server's clients for the seconds it takes.
-//! - **What it does not reach.** Flow control holds clients at the server that has them. A
-//!   server further in, with no clients (Powell, two hops from the edge), cannot pass its
-//!   own congestion back to the edge: its queues grow while its neighbour lags, and that is
-//!   what a flood waits behind under a saturating load (see the README's figures).
-//! - **A neighbour that stops reading.** While a link's queue is over [`LINK_LOW`], the
-//!   server watches how much the socket takes; under [`LINK_STALL_BYTES`] in [`LINK_STALL`]
-//!   (1 s) and the link is dropped: the herd's clients were held for at most that second.
-//!   The next connection starts with a catch-up, so the neighbour loses nothing; Redis does
-//!   the same with a replica that cannot keep up (drop, then full resync).
+//! - **Across the herd.** Holding clients works only where the clients are. Powell, two
+//!   hops from the edge, has none: when it falls behind, the queues toward it grow while
+//!   the edge goes on accepting. So a server that is behind says so to the whole herd with
+//!   a `BUSY` notice ([`pressure`]), and every server holds its clients until the all-clear.
+//!   *Behind* is decided in [`Server::herd_pressure`], once per turn: a link over
+//!   [`LINK_HIGH`], or a read from a neighbour's link that brought [`BEHIND`] bytes or more
+//!   (several of its writes were waiting for us). The notice is flooded like an AT line
+//!   (numbered, so a cycle ends it), goes to the front of each link's queue
+//!   ([`Transport::queue_first`]), and lapses if not repeated: a dead server cannot hold the
+//!   herd. A busy server's deadline ([`Pressure::deadline`]) wakes it every millisecond to
+//!   look again, because with every client held nothing else may come to wake it.
 //!
 //! ## Twisted side by side
 //!
@@ -365,6 +367,11 @@
 //! [`protocol::VIA`]: crate::protocol::VIA
 //! [`Server::flush_link`]: crate::server::Server::flush_link
 //! [`Server::flush_early`]: crate::server::Server::flush_early
+//! [`Server::herd_pressure`]: crate::server::Server::herd_pressure
+//! [`BEHIND`]: crate::server::BEHIND
+//! [`pressure`]: crate::pressure
+//! [`Pressure::deadline`]: crate::pressure::Pressure::deadline
+//! [`Transport::queue_first`]: crate::transport::Transport::queue_first
 //! [`EARLY_FLUSH`]: crate::server::EARLY_FLUSH
 //! [`PeerLink::refill`]: crate::peer::PeerLink::refill
 //! [`Server::reap_closed`]: crate::server::Server::reap_closed
