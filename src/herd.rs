@@ -83,6 +83,8 @@ pub struct Herd {
     pub pressure: Pressure,
     /// Another server's `BUSY` notice holds our clients (refreshed each turn).
     pub others_busy: bool,
+    /// A catch-up line (`sync=1`) was handled since the reactor last looked.
+    pub catch_up_seen: bool,
     /// Lookups in flight, and who waits for each: identical lookups share one.
     in_flight: HashMap<LookupKey, Vec<Waiter>>,
     /// WHATSATs read this turn, and those about clients not known yet, waiting a moment.
@@ -122,6 +124,7 @@ impl Herd {
             overflowed: Vec::new(),
             congested: false,
             others_busy: false,
+            catch_up_seen: false,
             in_flight: HashMap::new(),
             unknown: Vec::new(),
             held: HashMap::new(),
@@ -176,6 +179,7 @@ impl Herd {
                 line: at,
                 via,
                 tag,
+                sync,
                 ..
             }) => {
                 if let Some(why) = self.admission.refuse_at(&at, tag, report.when) {
@@ -200,7 +204,9 @@ impl Herd {
                 // open (an empty reply held) until those copies are handled: the sender,
                 // waiting for our close, learns that the line went on (see `Herd::iamat`).
                 let ticket = (origin == Origin::Accepted).then_some(self.next_ticket);
-                let waiting = self.learn(&report, &at, from, ticket);
+                // A catch-up line that is news is passed on as part of the catch-up.
+                self.catch_up_seen |= sync;
+                let waiting = self.learn(&report, &at, from, ticket, sync);
                 log::info!("conn {} < {}{}", token.0, Shown(line), Fate(&self.fate));
                 if waiting > 0 {
                     let seq = replies.reserve();
@@ -272,10 +278,10 @@ impl Herd {
         let skew = Skew::between(Timestamp::now(), report.when);
         let mut at = protocol::format_at(&self.name, skew, report);
         if origin != Origin::Accepted {
-            self.learn(report, &at, None, None);
+            self.learn(report, &at, None, None, false);
             return;
         }
-        let waiting = self.learn(report, &at, None, Some(self.next_ticket));
+        let waiting = self.learn(report, &at, None, Some(self.next_ticket), false);
         log::info!("conn {} > {}{}", token.0, Shown(&at), Fate(&self.fate));
         at.push(b'\n');
         if waiting == 0 {
@@ -357,13 +363,15 @@ impl Herd {
     /// neighbour except `from`, the one it came from. An AT that is not newer stops here:
     /// that is what ends a flood on a cycle. What became of the line is left in `self.fate`
     /// for the caller's log record. Returns how many one-line links took `ticket` with the
-    /// line (and will report it done, see [`Herd::flood_done`]).
+    /// line (and will report it done, see [`Herd::flood_done`]). `sync`: the line came in a
+    /// catch-up, and goes on marked as such.
     fn learn(
         &mut self,
         report: &Report<'_>,
         at: &[u8],
         from: Option<usize>,
         ticket: Option<Ticket>,
+        sync: bool,
     ) -> usize {
         self.fate.clear();
         let Some(line) = self.store.update(report, at) else {
@@ -381,7 +389,7 @@ impl Herd {
                 continue;
             }
             let before = link.queued();
-            let sent = link.send(&line, ticket);
+            let sent = link.send(&line, ticket, sync);
             let via = link.speaks_via && !link.one_line();
             timeline::flood_out(&self.name, &link.name, &line, &sent, via);
             self.congested |= link.congested();

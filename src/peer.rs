@@ -38,6 +38,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::auth::HerdKey;
+use crate::protocol::{SYNC, VIA};
 use crate::transport::Transport;
 
 /// The first retry delay after a failed or dropped link.
@@ -192,6 +193,8 @@ pub struct PeerLink {
     pub draining: Vec<Draining>,
     /// ` via=OURNAME`: the field that names us on lines we forward.
     via_field: Box<[u8]>,
+    /// ` via=OURNAME sync=1`: the same, on lines of a catch-up.
+    via_sync_field: Box<[u8]>,
     /// The neighbour has sent us a `via=` line: it reads the field, so our lines carry it.
     /// Kept for the life of the process (a restarted neighbour re-learns it from our probe).
     pub speaks_via: bool,
@@ -236,7 +239,8 @@ impl PeerLink {
             up_since: None,
             quick_closes: 0,
             draining: Vec::new(),
-            via_field: [b" ", crate::protocol::VIA, me.as_bytes()].concat().into(),
+            via_field: [b" ", VIA, me.as_bytes()].concat().into(),
+            via_sync_field: [b" ", VIA, me.as_bytes(), b" ", SYNC, b"1"].concat().into(),
             speaks_via: false,
             probe_pending: false,
             watch: None,
@@ -277,13 +281,18 @@ impl PeerLink {
 
     /// Offers one AT line (without its `\n`, which is added here) to this neighbour. In
     /// one-line mode, `ticket` goes with the line and is reported done once it is handled.
-    pub fn send(&mut self, line: &[u8], ticket: Option<Ticket>) -> Sent {
+    pub fn send(&mut self, line: &[u8], ticket: Option<Ticket>, sync: bool) -> Sent {
         if self.one_line {
             return self.hold(line, ticket);
         }
         match &mut self.state {
             LinkState::Connecting(t) | LinkState::Up(t) => {
-                let via = self.speaks_via.then_some(&*self.via_field);
+                let field = if sync {
+                    &*self.via_sync_field
+                } else {
+                    &*self.via_field
+                };
+                let via = self.speaks_via.then_some(field);
                 let key = self.key.as_deref();
                 put_line(t.out_mut(), line, via, key);
                 let pending = &mut self.probe_pending;
@@ -527,7 +536,7 @@ impl PeerLink {
         if self.one_line {
             return;
         }
-        let via = self.speaks_via.then_some(&*self.via_field);
+        let via = self.speaks_via.then_some(&*self.via_sync_field);
         while t.backlog() < SYNC_CHUNK {
             let Some(line) = self.sync.pop() else { break };
             let key = self.key.as_deref();
@@ -591,8 +600,8 @@ mod tests {
     #[test]
     fn one_line_links_hold_each_line_with_its_ticket() {
         let mut l = link(LinkMode::PerUpdate, false);
-        assert_eq!(l.send(b"AT a", Some(7)), Sent::Held);
-        assert_eq!(l.send(b"AT b", None), Sent::Held);
+        assert_eq!(l.send(b"AT a", Some(7), false), Sent::Held);
+        assert_eq!(l.send(b"AT b", None, false), Sent::Held);
         assert!(l.wants_connect());
         // A refused connect: both lines are given up, and the ticket with them, so the
         // IAMAT reply waiting for it is released. Without catch-up, no backoff: the next
@@ -600,18 +609,18 @@ mod tests {
         assert_eq!(l.failed(Instant::now()), (None, vec![7]));
         assert!(!l.wants_connect());
         assert_eq!(l.retry_at(), None);
-        assert_eq!(l.send(b"AT c", Some(8)), Sent::Held);
+        assert_eq!(l.send(b"AT c", Some(8), false), Sent::Held);
     }
 
     #[test]
     fn with_catch_up_a_failed_link_backs_off_and_owes_a_catch_up() {
         let mut l = link(LinkMode::PerUpdate, true);
-        assert_eq!(l.send(b"AT a", Some(1)), Sent::Held);
+        assert_eq!(l.send(b"AT a", Some(1), false), Sent::Held);
         let (delay, given_up) = l.failed(Instant::now());
         assert_eq!((delay, given_up), (Some(FIRST_BACKOFF), vec![1]));
         assert!(l.needs_sync);
         // While backing off, lines are left to the catch-up.
-        assert_eq!(l.send(b"AT b", Some(2)), Sent::Dropped);
+        assert_eq!(l.send(b"AT b", Some(2), false), Sent::Dropped);
     }
 
     #[test]
@@ -620,7 +629,7 @@ mod tests {
         assert!(!l.needs_sync);
         l.failed(Instant::now());
         assert!(!l.needs_sync);
-        assert_eq!(l.send(b"AT a", None), Sent::Dropped);
+        assert_eq!(l.send(b"AT a", None, false), Sent::Dropped);
         let mut l = link(LinkMode::Persistent, true);
         l.failed(Instant::now());
         assert!(l.needs_sync);

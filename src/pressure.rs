@@ -27,7 +27,9 @@
 //! they are about that queue being long.
 //!
 //! What counts as busy is the server's to say ([`Server`](crate::server::Server) decides): a
-//! link's queue over its bound, or a read from a link that found much waiting.
+//! link's queue over its bound, or a read from a link that found much waiting; but never
+//! while it reads a catch-up (lines marked `sync=1`), which is a flood of old lines by
+//! design.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

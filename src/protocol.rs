@@ -260,6 +260,8 @@ pub enum Command<'a> {
         via: Option<&'a [u8]>,
         /// The herd's authentication tag, from a `tag=HEX` extra field (see `auth`).
         tag: Option<&'a [u8]>,
+        /// Part of a catch-up (a `sync=1` extra field, see [`SYNC`]).
+        sync: bool,
     },
     /// `BUSY server seq 1|0 [tag=HEX]`: a proxy-herd server is behind, or caught up again
     /// (see `pressure`). Only neighbours send it.
@@ -293,6 +295,12 @@ const MAX_FIELDS: usize = 10;
 /// (see `peer`), since some course servers count fields.
 pub const VIA: &[u8] = b"via=";
 
+/// The extra AT field that marks a line of a catch-up, after `via=` (and only where `via=`
+/// goes): `... via=Parker sync=1`. A line that came in a catch-up and is passed on keeps it.
+/// A server reading a catch-up is behind by design, and does not hold the herd for it (see
+/// `pressure`).
+pub const SYNC: &[u8] = b"sync=";
+
 /// True when a line's first field is `AT` or `BUSY`: from a neighbour, and handled even
 /// while clients are held back (flow control never stops the herd's own traffic).
 pub fn is_flood(line: &[u8]) -> bool {
@@ -323,6 +331,7 @@ pub fn parse(line: &[u8]) -> Option<Command<'_>> {
                 report,
                 via: extra_field(&f[6..n], VIA),
                 tag: extra_field(&f[6..n], crate::auth::TAG),
+                sync: extra_field(&f[6..n], SYNC).is_some(),
             })
         }
         (b"BUSY", 4 | 5) => {
@@ -623,6 +632,7 @@ mod tests {
             report,
             via,
             tag,
+            sync,
         }) =
             parse(b"AT  Alford +0.263873386 kiwi +34.068930-118.445127 1621464827.5 Parker Bolden")
         else {
@@ -633,6 +643,15 @@ mod tests {
             "extra fields that are not via= name no forwarder"
         );
         assert_eq!(tag, None);
+        assert!(!sync);
+        assert!(matches!(
+            parse(b"AT A +0.1 kiwi +1+2 3 via=Parker sync=1"),
+            Some(Command::At {
+                sync: true,
+                via: Some(b"Parker"),
+                ..
+            })
+        ));
         assert_eq!(
             line,
             b"AT Alford +0.263873386 kiwi +34.068930-118.445127 1621464827.5"

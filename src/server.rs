@@ -50,6 +50,10 @@ const READS_PER_EVENT: usize = 8;
 /// A read of this much from a neighbour's link means we are behind (see `pressure`):
 /// several of its writes were waiting for us.
 pub const BEHIND: usize = 8 << 10;
+/// A server that handled a catch-up line this recently says nothing of being behind: a
+/// catch-up is a flood of old lines, and a restarted neighbour must not hold the herd's
+/// clients for the seconds it takes.
+const CATCH_UP_QUIET: Duration = Duration::from_millis(10);
 /// A persistent link with this much queued is written at once, mid-turn (see
 /// [`Server::flush_early`]): about 40 AT lines.
 pub const EARLY_FLUSH: usize = 4 << 10;
@@ -128,6 +132,8 @@ pub struct Server {
     turn: u64,
     /// This turn read much from a neighbour's link (see [`BEHIND`]).
     behind: bool,
+    /// When this server last handled a line of a catch-up.
+    catch_up_at: Option<Instant>,
 }
 
 impl Server {
@@ -191,6 +197,7 @@ impl Server {
             trace: config.trace,
             turn: 0,
             behind: false,
+            catch_up_at: None,
         })
     }
 
@@ -709,7 +716,12 @@ impl Server {
     /// once: it is about the queues being long.
     fn herd_pressure(&mut self) {
         let now = Instant::now();
-        let behind = self.herd.congested || std::mem::take(&mut self.behind);
+        // A server reading a catch-up is behind by design: it does not hold the herd.
+        if std::mem::take(&mut self.herd.catch_up_seen) {
+            self.catch_up_at = Some(now);
+        }
+        let catching_up = self.catch_up_at.is_some_and(|t| now < t + CATCH_UP_QUIET);
+        let behind = (self.herd.congested || std::mem::take(&mut self.behind)) && !catching_up;
         if let Some(notice) = self.herd.pressure.own(behind, now) {
             log::info!("{}", crate::protocol::Shown(&notice));
             trace!(

@@ -207,7 +207,9 @@
 //!   (numbered, so a cycle ends it), goes to the front of each link's queue
 //!   ([`Transport::queue_first`]), and lapses if not repeated: a dead server cannot hold the
 //!   herd. A busy server's deadline ([`Pressure::deadline`]) wakes it every millisecond to
-//!   look again, because with every client held nothing else may come to wake it.
+//!   look again, because with every client held nothing else may come to wake it. A server
+//!   reading a catch-up (its lines carry `sync=1`) is behind by design and says nothing: a
+//!   restarted neighbour must not hold the herd for the seconds a million lines take.
 //!
 //! ## Twisted side by side
 //!

@@ -32,6 +32,9 @@ pub struct Transport {
     sent: usize,
     /// Whether WRITABLE interest is registered right now.
     write_armed: bool,
+    /// The last byte written ended a line (or nothing was written yet). Needed because the
+    /// written part of `out` is dropped from time to time, maybe in the middle of a line.
+    line_start: bool,
 }
 
 impl Transport {
@@ -55,6 +58,7 @@ impl Transport {
             out: Vec::new(),
             sent: 0,
             write_armed: connecting,
+            line_start: true,
         })
     }
 
@@ -67,7 +71,7 @@ impl Transport {
     /// the line being written now, if one was cut short: an urgent line jumps the queue
     /// without splitting another.
     pub fn queue_first(&mut self, line: &[u8]) {
-        let at = next_line_start(&self.out, self.sent);
+        let at = next_line_start(&self.out, self.sent, self.line_start);
         self.out.splice(at..at, line.iter().copied());
     }
 
@@ -97,6 +101,9 @@ impl Transport {
                 Err(e) if interrupted(&e) => continue,
                 Err(e) => return Err(e),
             }
+        }
+        if written > 0 {
+            self.line_start = self.out[self.sent - 1] == b'\n';
         }
         if self.sent == self.out.len() {
             self.out.clear();
@@ -147,9 +154,10 @@ impl Transport {
 }
 
 /// Where the first line not yet begun starts, in a buffer written up to `sent`: `sent`
-/// itself at a line boundary, else just after the line being written.
-fn next_line_start(out: &[u8], sent: usize) -> usize {
-    if sent == 0 || out[sent - 1] == b'\n' {
+/// itself when the last byte written ended a line (`line_start`), else just after the line
+/// being written.
+fn next_line_start(out: &[u8], sent: usize, line_start: bool) -> usize {
+    if line_start {
         return sent;
     }
     match out[sent..].iter().position(|&b| b == b'\n') {
@@ -165,9 +173,20 @@ mod tests {
     #[test]
     fn urgent_lines_go_between_lines() {
         let out = b"AT one\nAT two\n";
-        assert_eq!(next_line_start(out, 0), 0);
-        assert_eq!(next_line_start(out, 3), 7, "after the line cut short");
-        assert_eq!(next_line_start(out, 7), 7, "at a boundary");
-        assert_eq!(next_line_start(b"AT one", 3), 6, "no end yet: at the end");
+        assert_eq!(next_line_start(out, 0, true), 0);
+        assert_eq!(
+            next_line_start(out, 3, false),
+            7,
+            "after the line cut short"
+        );
+        assert_eq!(next_line_start(out, 7, true), 7, "at a boundary");
+        assert_eq!(
+            next_line_start(b"AT one", 3, false),
+            6,
+            "no end yet: at the end"
+        );
+        // The written part was dropped from the buffer in the middle of a line: what is left
+        // at its start is the rest of that line.
+        assert_eq!(next_line_start(b"ne\nAT two\n", 0, false), 3);
     }
 }
