@@ -34,20 +34,29 @@ pub fn scenario(s: &Settings) -> Scenario {
         what: What::LinkLines {
             requests: s.link_requests,
         },
-        rows: vec![Row {
-            key: "lines_per_iamat",
-            label: "link lines per IAMAT",
-            scale: 1.0,
-            decimals: 2,
-            ratio: true,
-        }],
+        rows: vec![
+            Row {
+                key: "lines_per_iamat",
+                label: "link lines per IAMAT",
+                scale: 1.0,
+                decimals: 2,
+                ratio: true,
+            },
+            Row {
+                key: "notices_per_iamat",
+                label: "of which BUSY notices (proxy-herd's flow control)",
+                scale: 1.0,
+                decimals: 3,
+                ratio: false,
+            },
+        ],
     }
 }
 
 /// The counting proxies of one herd; they stop accepting when dropped (their connections end
 /// when the servers on either side close them).
 struct Proxies {
-    lines: Arc<AtomicU64>,
+    counts: Arc<Counts>,
     /// Per proxy, how many of its connections reached the neighbour.
     connected: Vec<Arc<AtomicUsize>>,
     stop: Arc<AtomicBool>,
@@ -67,33 +76,34 @@ impl Proxies {
         listener.set_nonblocking(true).map_err(|e| e.to_string())?;
         let connected = Arc::new(AtomicUsize::new(0));
         self.connected.push(Arc::clone(&connected));
-        let (lines, stop) = (Arc::clone(&self.lines), Arc::clone(&self.stop));
+        let (counts, stop) = (Arc::clone(&self.counts), Arc::clone(&self.stop));
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 let Ok((from, _)) = listener.accept() else {
                     std::thread::sleep(Duration::from_millis(2));
                     continue;
                 };
-                let (lines, connected, stop) = (
-                    Arc::clone(&lines),
+                let (counts, connected, stop) = (
+                    Arc::clone(&counts),
                     Arc::clone(&connected),
                     Arc::clone(&stop),
                 );
-                std::thread::spawn(move || relay(from, to, &lines, &connected, &stop));
+                std::thread::spawn(move || relay(from, to, &counts, &connected, &stop));
             }
         });
         Ok(port)
     }
 
-    /// Waits until no line has passed for a second (bounded: a minute); returns the count.
-    fn quiet(&self) -> u64 {
+    /// Waits until no line has passed for a second (bounded: a minute); returns the counts
+    /// (lines, of which `BUSY` notices).
+    fn quiet(&self) -> (u64, u64) {
         let deadline = Instant::now() + Duration::from_secs(60);
-        let mut last = self.lines.load(Ordering::Relaxed);
+        let mut last = self.counts.lines.load(Ordering::Relaxed);
         loop {
             std::thread::sleep(Duration::from_secs(1));
-            let now = self.lines.load(Ordering::Relaxed);
+            let now = self.counts.lines.load(Ordering::Relaxed);
             if now == last || Instant::now() >= deadline {
-                return now;
+                return (now, self.counts.notices.load(Ordering::Relaxed));
             }
             last = now;
         }
@@ -109,7 +119,7 @@ impl Proxies {
 fn relay(
     from: TcpStream,
     to: SocketAddr,
-    lines: &AtomicU64,
+    counts: &Counts,
     connected: &AtomicUsize,
     stop: &AtomicBool,
 ) {
@@ -130,20 +140,44 @@ fn relay(
     };
     // The neighbour's side: neighbours answer nothing on a link, but copy whatever comes.
     std::thread::spawn(move || copy(upstream2, from2, None));
-    copy(from, upstream, Some(lines));
+    copy(from, upstream, Some(counts));
 }
 
-/// Copies until either side ends, counting newlines into `count`; then closes both.
-fn copy(mut src: TcpStream, mut dst: TcpStream, count: Option<&AtomicU64>) {
+/// Lines counted on the links: all of them, and proxy-herd's `BUSY` notices (flow control,
+/// not floods) among them.
+#[derive(Default)]
+struct Counts {
+    lines: AtomicU64,
+    notices: AtomicU64,
+}
+
+/// What a notice line starts with.
+const NOTICE: &[u8] = b"BUSY ";
+
+/// Copies until either side ends, counting lines (and notices) into `counts`; then closes
+/// both.
+fn copy(mut src: TcpStream, mut dst: TcpStream, counts: Option<&Counts>) {
     let mut buf = vec![0u8; 64 * 1024];
+    // The first bytes of the line under way (a line may be split across reads).
+    let mut head: Vec<u8> = Vec::with_capacity(NOTICE.len());
     loop {
         let n = match src.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        if let Some(c) = count {
-            let newlines = buf[..n].iter().filter(|&&b| b == b'\n').count();
-            c.fetch_add(newlines as u64, Ordering::Relaxed);
+        if let Some(c) = counts {
+            let (mut lines, mut notices) = (0, 0);
+            for &b in &buf[..n] {
+                if b == b'\n' {
+                    lines += 1;
+                    head.clear();
+                } else if head.len() < NOTICE.len() {
+                    head.push(b);
+                    notices += u64::from(head == NOTICE);
+                }
+            }
+            c.lines.fetch_add(lines, Ordering::Relaxed);
+            c.notices.fetch_add(notices, Ordering::Relaxed);
         }
         if dst.write_all(&buf[..n]).is_err() {
             break;
@@ -165,7 +199,7 @@ pub fn run(
     let ports = herd::free_ports(SERVERS.len())?;
     let addr = |i: usize| SocketAddr::from(([127, 0, 0, 1], ports[i]));
     let mut proxies = Proxies {
-        lines: Arc::new(AtomicU64::new(0)),
+        counts: Arc::new(Counts::default()),
         connected: Vec::new(),
         stop: Arc::new(AtomicBool::new(false)),
     };
@@ -209,14 +243,14 @@ pub fn run(
         format!("--target {}", h.addr(ORIGIN)),
         format!("--requests {WARMUP_IAMATS} --conns 1 --window 1 --duration 60"),
     ];
-    let start = proxies.lines.load(Ordering::Relaxed);
+    let start = proxies.counts.lines.load(Ordering::Relaxed);
     scenarios::loadgen(
         paths,
         &warmup,
         &format!("{tag}-warmup"),
         Duration::from_secs(90),
     )?;
-    let before = proxies.quiet();
+    let (before, notices_before) = proxies.quiet();
     let args = [
         "run".to_string(),
         format!("--target {}", h.addr(ORIGIN)),
@@ -224,7 +258,7 @@ pub fn run(
         "--conns 16 --window 16 --duration 600".into(),
     ];
     let load = scenarios::loadgen(paths, &args, tag, Duration::from_secs(660))?;
-    let last = proxies.quiet();
+    let (last, notices_last) = proxies.quiet();
     h.check_alive()?;
     let answered = load.get("all_replies").copied().unwrap_or(0.0);
     if answered <= 0.0 {
@@ -233,6 +267,8 @@ pub fn run(
     let lines = (last - before) as f64;
     let mut m = Metrics::new();
     m.insert("lines_per_iamat".into(), lines / answered);
+    let notices = (notices_last - notices_before) as f64;
+    m.insert("notices_per_iamat".into(), notices / answered);
     m.insert("link_lines".into(), lines);
     m.insert("iamats".into(), answered);
     m.insert("warmup_lines".into(), (before - start) as f64);
