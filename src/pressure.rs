@@ -46,6 +46,13 @@ pub const LAPSE: Duration = Duration::from_millis(350);
 /// The longest one server's notices hold this server's clients without a break.
 pub const MAX_HOLD: Duration = Duration::from_secs(1);
 
+/// At most this many servers' notices are remembered, and names longer than
+/// [`MAX_NAME`] are ignored: notices come from the network, and a stranger sending a
+/// million made-up names must not grow the map without bound.
+pub const MAX_SERVERS: usize = 1024;
+/// See [`MAX_SERVERS`].
+pub const MAX_NAME: usize = 64;
+
 /// The notice command word.
 pub const BUSY: &[u8] = b"BUSY";
 
@@ -111,10 +118,11 @@ impl Pressure {
 
     /// A notice from `server` came in. Returns true when it is news (pass it on).
     pub fn heard(&mut self, server: &[u8], seq: u64, busy: bool, now: Instant) -> bool {
-        if server == self.me.as_bytes() {
+        let known = self.others.get(server);
+        let room = known.is_some() || self.others.len() < MAX_SERVERS;
+        if server == self.me.as_bytes() || server.len() > MAX_NAME || !room {
             return false;
         }
-        let known = self.others.get(server);
         if known.is_some_and(|h| h.seq >= seq) {
             return false;
         }
@@ -239,5 +247,15 @@ mod tests {
         assert!(p.holder(t + MAX_HOLD).is_none());
         // Our own name coming back is not news.
         assert!(!p.heard(b"Hamilton", 99, true, t));
+        // Made-up names: bounded in length and in number.
+        assert!(!p.heard(&[b'x'; MAX_NAME + 1], 1, true, t));
+        for i in 0..MAX_SERVERS * 2 {
+            p.heard(format!("s{i}").as_bytes(), 1, false, t);
+        }
+        assert_eq!(p.others.len(), MAX_SERVERS);
+        assert!(
+            p.heard(b"Powell", 1000, false, t),
+            "a known server is still heard"
+        );
     }
 }
