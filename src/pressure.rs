@@ -53,9 +53,6 @@ pub const MAX_SERVERS: usize = 1024;
 /// See [`MAX_SERVERS`].
 pub const MAX_NAME: usize = 64;
 
-/// The notice command word.
-pub const BUSY: &[u8] = b"BUSY";
-
 /// What this server knows of the herd's pressure: its own, and every busy server's.
 #[derive(Debug)]
 pub struct Pressure {
@@ -146,8 +143,10 @@ impl Pressure {
     }
 
     /// When the answer of [`Pressure::holder`] may change by itself, or this
-    /// server's notice is due again.
-    pub fn deadline(&self) -> Option<Instant> {
+    /// server's notice is due again. Only what is still ahead of `now` counts for the
+    /// holder: a notice that lapsed stays in the map (its number still matters), and
+    /// waking for it again and again would spin the loop.
+    pub fn deadline(&self, now: Instant) -> Option<Instant> {
         // A change not said yet is said once the gap is over. A busy server repeats itself,
         // and looks again every gap: being behind is a measure of the last reads, and with
         // its neighbours held, nothing else may come to wake it for the all-clear.
@@ -158,8 +157,8 @@ impl Pressure {
             _ => None,
         };
         let lapses = self.others.values().filter_map(|h| {
-            let since = h.since?;
-            Some(h.until.min(since + MAX_HOLD))
+            let ends = h.until.min(h.since? + MAX_HOLD);
+            (ends > now).then_some(ends)
         });
         repeat.into_iter().chain(lapses).min()
     }
@@ -199,7 +198,7 @@ mod tests {
             "numbered upward"
         );
         assert_eq!(
-            p.deadline(),
+            p.deadline(t),
             Some(t + REPEAT + GAP),
             "look again while busy"
         );
@@ -211,14 +210,14 @@ mod tests {
             "busy again: too soon after the last"
         );
         assert_eq!(
-            p.deadline(),
+            p.deadline(t),
             Some(t + REPEAT + GAP),
             "said once the gap is over"
         );
         assert!(p.own(true, t + REPEAT + GAP).is_some());
         assert!(p.own(false, t + REPEAT + GAP).is_some());
         assert_eq!(p.own(false, t + REPEAT * 5), None);
-        assert_eq!(p.deadline(), None);
+        assert_eq!(p.deadline(t), None);
     }
 
     #[test]
@@ -232,9 +231,11 @@ mod tests {
         // Clear.
         assert!(p.heard(b"Powell", 11, false, t));
         assert!(p.holder(t).is_none());
-        // Busy, never repeated: it lapses.
+        // Busy, never repeated: it lapses, and nothing is left to wake for.
         assert!(p.heard(b"Powell", 12, true, t));
+        assert_eq!(p.deadline(t), Some(t + LAPSE));
         assert!(p.holder(t + LAPSE).is_none());
+        assert_eq!(p.deadline(t + LAPSE), None);
         // Busy and repeated for ever: held at most MAX_HOLD from the first busy notice.
         let mut seq = 13;
         let mut now = t;

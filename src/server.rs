@@ -256,6 +256,7 @@ impl Server {
         if !self.more_to_read.is_empty() {
             return Some(Duration::ZERO);
         }
+        let now = Instant::now();
         let links = self.herd.links.iter();
         let deadlines = links.flat_map(|l| {
             let draining = l.draining.iter().map(|d| d.deadline);
@@ -268,9 +269,8 @@ impl Server {
             .chain(self.accept_retry_at)
             .chain(self.idle_check_at)
             .chain(self.herd.unknown_deadline())
-            .chain(self.herd.pressure.deadline())
+            .chain(self.herd.pressure.deadline(now))
             .chain(self.lingering.iter().map(|&(_, t)| t));
-        let now = Instant::now();
         deadlines.min().map(|t| t.saturating_duration_since(now))
     }
 

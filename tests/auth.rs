@@ -190,10 +190,19 @@ fn a_busy_notice_counts_only_signed_with_a_key() {
             .log("Alford")
             .contains("clients held: Parker is behind")
     });
-    // It lapses by itself: nobody repeats it.
+    // It lapses by itself: nobody repeats it. And a lapsed notice gives the loop nothing
+    // more to wake for (it once woke for it without end, spinning a core).
     eventually("the notice lapses", || {
         keyed.log("Alford").contains("clients read again")
     });
+    let pid = keyed.pid("Alford");
+    let before = cpu_ticks(pid);
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let ticks = cpu_ticks(pid) - before;
+    assert!(
+        ticks < 20,
+        "an idle server used {ticks} CPU ticks in a second"
+    );
 
     open.ask("Alford", "BUSY Parker 5 1\n");
     eventually("without a key, any notice counts", || {
