@@ -273,6 +273,80 @@ fn slow_and_idle_crowds_do_not_stop_others() {
     drop(idle);
 }
 
+/// Fair service: a client that pipelines thousands of lines does not make a client that
+/// sends one line wait for all of them. The server's log gives the order lines were handled
+/// in; between sending a one-liner and its line being handled, the pipeliner may get a few
+/// turns' worth of lines handled (the server handles 2 lines a client per pass and 128 per
+/// turn), not the thousands a turn used to read from it at once.
+#[test]
+fn a_pipelining_client_does_not_make_a_one_line_client_wait_for_its_backlog() {
+    use std::io::{BufRead, BufReader};
+    use std::sync::atomic::AtomicUsize;
+    const LINES: usize = 40_000;
+    /// Lines of the pipeliner's that may be handled while a one-liner waits: a few turns
+    /// (reading its replies lags a turn or two behind too). Without the passes it was ~7,000.
+    const MOST_AHEAD: usize = 2_000;
+    let herd = lone("fair", &[]);
+    let addr = herd.addr(NAME);
+    let stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let time = now_text();
+    let burst: Vec<u8> = (0..LINES)
+        .flat_map(|i| format!("IAMAT pipe{i} +34.068930-118.445127 {time}\n").into_bytes())
+        .collect();
+    let writing = thread::spawn(move || writer.write_all(&burst));
+    let answered = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&answered);
+    let reading = thread::spawn(move || {
+        let mut lines = BufReader::new(stream).lines();
+        while counter.load(Ordering::SeqCst) < LINES && lines.next().is_some_and(|l| l.is_ok()) {
+            counter.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    // Three one-liners while the pipeliner's backlog is still long; for each, how many of
+    // the pipeliner's lines had been answered when it was sent.
+    let mut sent_after = Vec::new();
+    for k in 1..=3 {
+        eventually("the pipeliner's lines are being answered", || {
+            answered.load(Ordering::SeqCst) >= k * LINES / 8
+        });
+        sent_after.push(answered.load(Ordering::SeqCst));
+        let mut one = Client::connect(addr);
+        one.send(format!("IAMAT probe{k} +34.068930-118.445127 {}\n", now_text()).as_bytes());
+        assert!(one.line().starts_with("AT "), "probe {k} not answered");
+    }
+    writing.join().unwrap().unwrap();
+    reading.join().unwrap();
+    assert_eq!(
+        answered.load(Ordering::SeqCst),
+        LINES,
+        "every pipelined line answered"
+    );
+    let log = herd.log(NAME);
+    for (k, &after) in (1..=3).zip(&sent_after) {
+        // Pipelined lines handled before the one-liner's line, by the log's order.
+        let probe = format!("< IAMAT probe{k} ");
+        let Some(at) = log.find(&probe) else {
+            panic!("probe {k} is not in the log");
+        };
+        let before = log[..at].matches("< IAMAT pipe").count();
+        let ahead = before.saturating_sub(after);
+        println!(
+            "probe {k}: sent after {after} answers, handled after {before} lines: {ahead} ahead"
+        );
+        assert!(
+            ahead < MOST_AHEAD,
+            "probe {k} waited for {ahead} of the pipeliner's lines (sent when {after} were \
+             answered, handled after {before})"
+        );
+        assert!(
+            before < LINES,
+            "probe {k} was handled after the whole backlog"
+        );
+    }
+}
+
 #[test]
 fn idle_client_is_closed_after_the_timeout() {
     let herd = lone("idle", &["--idle-timeout", "1"]);
