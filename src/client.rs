@@ -8,6 +8,10 @@ use std::time::Instant;
 use crate::lines::LineBuffer;
 use crate::transport::Transport;
 
+/// Replies a client with lines still waiting may have queued before they are written (see
+/// [`Client::replies_can_wait`]): about 60 IAMAT replies.
+pub const REPLY_BATCH: usize = 4 << 10;
+
 /// Replies of one connection, kept in request order (SPEC §2).
 ///
 /// While no WHATSAT is waiting for its lookup, a reply goes straight to the output buffer.
@@ -108,6 +112,20 @@ impl Client {
             last_active: Instant::now(),
             carries_floods: false,
         }
+    }
+
+    /// True when this turn's replies can go out with the next pass's instead: the client
+    /// has a line waiting for its next pass (see `Server::read_more`), nothing holds it back,
+    /// and less than [`REPLY_BATCH`] is queued. Fair service cuts a pipelining client's
+    /// lines into passes of two, and writing after each would multiply its writes (and the
+    /// reads and writes of the client, which shares the machine) several times over; its
+    /// replies waited for its backlog before, so they are no later for waiting now.
+    pub fn replies_can_wait(&self) -> bool {
+        !self.held
+            && !self.paused
+            && !self.input_closed
+            && self.io.backlog() < REPLY_BATCH
+            && self.input.peek(self.eof).is_some()
     }
 
     /// True when nothing more will be read, and every reply is written: time to close.

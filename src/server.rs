@@ -667,6 +667,9 @@ impl Server {
             let Some(client) = self.clients.get_mut(&token) else {
                 continue;
             };
+            if client.replies_can_wait() {
+                continue;
+            }
             match client.io.flush(registry) {
                 Ok(0) => {}
                 Ok(n) => {
