@@ -107,9 +107,11 @@
 //! [`TURN_LINES`] (128) lines; then the turn ends (writes, poll with no sleep) and whoever
 //! was not reached goes first next turn. A client that just became ready is handled in the
 //! next turn's `dispatch_events`, before the pipeliners' leftovers: it waits for about 128
-//! lines, not for all of theirs. The price is more turns, each with its writes: ~20% of
-//! replies/s under that load. Links are not held to passes (their lines are the herd's work,
-//! and in order), but their lines count toward the turn.
+//! lines, not for all of theirs. Links are not held to passes (their lines are the herd's
+//! work, and in order), but their lines count toward the turn. Writing each client's replies
+//! two at a time would multiply the writes (and the pipeliners' reads and writes) by eight:
+//! a client with a line still waiting keeps its replies, up to 4 KiB, until a later pass
+//! ([`Client::replies_can_wait`]); they waited for its backlog before, so they are no later.
 //!
 //! **WRITABLE only while bytes wait.** A connected socket is almost always writable. Keeping
 //! WRITABLE interest on an idle socket would wake the loop for nothing. [`Transport::flush`]
@@ -370,6 +372,7 @@
 //! [`Server::accept_ready`]: crate::server::Server::accept_ready
 //! [`Server::add_client`]: crate::server::Server::add_client
 //! [`Server::new_token`]: crate::server::Server::new_token
+//! [`Client::replies_can_wait`]: crate::client::Client::replies_can_wait
 //! [`LINES_PER_PASS`]: crate::server::LINES_PER_PASS
 //! [`TURN_LINES`]: crate::server::TURN_LINES
 //! [`Server::read_more`]: crate::server::Server::read_more
