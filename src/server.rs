@@ -51,10 +51,10 @@ const READS_PER_EVENT: usize = 8;
 /// [`Server::read_more`]). A client that pipelines hundreds of lines cannot make one that
 /// sends a single line wait for all of them.
 pub const LINES_PER_PASS: usize = 2;
-/// Lines handled per loop turn before the loop polls again, so that a client that has just
-/// sent a line waits for about this many lines of the others, not for all they have sent:
-/// under the bench's 64-connection load, ~0.5 ms instead of 3. Smaller costs throughput
-/// (more turns, each with its writes): 64 lines gave 1.6 ms and 35% fewer replies/s.
+/// Lines of the clients left waiting that one loop turn handles (after the passes its new
+/// events brought) before the loop polls again, so that a client that has just sent a line
+/// waits for a few hundred lines of the others, not for all they have sent: under the
+/// bench's 64-connection load its line leaves Hamilton in ~0.5 ms instead of 3.
 pub const TURN_LINES: usize = 128;
 /// A server that handled a catch-up line this recently says nothing of being behind: a
 /// catch-up is a flood of old lines, and a restarted neighbour must not hold the herd's
@@ -136,7 +136,7 @@ pub struct Server {
     trace: bool,
     /// Loop turns so far (for the trace).
     turn: u64,
-    /// Lines handled this turn (see [`TURN_LINES`]).
+    /// Lines handled so far by this turn's [`Server::read_more`] (see [`TURN_LINES`]).
     turn_lines: usize,
     /// When this server last handled a line of a catch-up.
     catch_up_at: Option<Instant>,
@@ -234,7 +234,6 @@ impl Server {
         let timeout = self.next_timeout();
         let slept = Instant::now();
         self.turn += 1;
-        self.turn_lines = 0;
         timeline::asleep(timeout);
         let result = self.poll.poll(&mut self.events, timeout);
         // This turn's log records carry the time it began (one clock read per turn).
@@ -561,8 +560,12 @@ impl Server {
     }
 
     /// Goes back to clients whose input was left for later, a pass each in turn, until
-    /// this turn has handled [`TURN_LINES`] client lines; who is left goes first next turn.
+    /// [`TURN_LINES`] lines more are handled; who is left goes first next turn. The budget is
+    /// this step's own: however many lines the turn's new events brought (two a client at
+    /// most), the clients left waiting get their share, or one whose sender waits for
+    /// replies (and so sends nothing that would make it ready again) could wait for good.
     fn read_more(&mut self) {
+        self.turn_lines = 0;
         while !self.more_to_read.is_empty() && self.turn_lines < TURN_LINES {
             let mut round = std::mem::take(&mut self.more_to_read).into_iter();
             for token in round.by_ref() {

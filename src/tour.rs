@@ -103,11 +103,13 @@
 //! the bench's load (64 connections, 16 lines each in flight) a turn was ~1,000 lines, 3 ms,
 //! before the location even left this server. So [`Server::client_readable`] handles at most
 //! [`LINES_PER_PASS`] (2) of a client's lines and puts it on `more_to_read`;
-//! [`Server::read_more`] goes round those clients, a pass each, until the turn has handled
+//! [`Server::read_more`] goes round those clients, a pass each, until it has handled
 //! [`TURN_LINES`] (128) lines; then the turn ends (writes, poll with no sleep) and whoever
 //! was not reached goes first next turn. A client that just became ready is handled in the
-//! next turn's `dispatch_events`, before the pipeliners' leftovers: it waits for about 128
-//! lines, not for all of theirs. Links are not held to passes (their lines are the herd's
+//! next turn's `dispatch_events`, before the pipeliners' leftovers: it waits for a few hundred
+//! lines, not for all of theirs. (The leftovers' budget is their own: if the new events'
+//! passes counted against it, a busy turn could leave nothing for a client whose sender
+//! waits for its replies, and which so never becomes ready again.) Links are not held to passes (their lines are the herd's
 //! work, and in order), but their lines count toward the turn. Writing each client's replies
 //! two at a time would multiply the writes (and the pipeliners' reads and writes) by eight:
 //! a client with a line still waiting keeps its replies, up to 4 KiB, until a later pass
