@@ -566,10 +566,18 @@ impl Server {
     /// replies (and so sends nothing that would make it ready again) could wait for good.
     fn read_more(&mut self) {
         self.turn_lines = 0;
+        // Connections whose pass handled no line (half a line so far, or input being thrown
+        // away after an overlong one) get no second pass this turn: they would not count
+        // toward the budget, and a fast writer could keep the loop here for good.
+        let mut next_turn = Vec::new();
         while !self.more_to_read.is_empty() && self.turn_lines < TURN_LINES {
             let mut round = std::mem::take(&mut self.more_to_read).into_iter();
             for token in round.by_ref() {
+                let (lines, queued) = (self.turn_lines, self.more_to_read.len());
                 self.client_readable(token);
+                if self.turn_lines == lines {
+                    next_turn.extend(self.more_to_read.drain(queued..));
+                }
                 if self.turn_lines >= TURN_LINES {
                     break;
                 }
@@ -577,6 +585,7 @@ impl Server {
             let again = std::mem::take(&mut self.more_to_read);
             self.more_to_read = round.chain(again).collect();
         }
+        self.more_to_read.append(&mut next_turn);
     }
 
     /// Gives every finished lookup to the WHATSATs waiting for it (and goes back to the
