@@ -88,6 +88,8 @@ pub struct Client {
     pub paused: bool,
     /// Reading is paused because a link to a neighbour is congested (flow control).
     pub held: bool,
+    /// On the server's `more_to_read` list (once only: see `Server::read_later`).
+    pub read_later: bool,
     /// When the connection last did anything (for the idle timeout).
     pub last_active: Instant,
     /// It has sent AT lines: it is a neighbour's link, which the idle timeout spares. A quiet
@@ -109,6 +111,7 @@ impl Client {
             lingering_discard: false,
             paused: false,
             held: false,
+            read_later: false,
             last_active: Instant::now(),
             carries_floods: false,
         }

@@ -412,7 +412,7 @@ impl Server {
             }
             if quota == 0 {
                 // This pass is over; the lines read stay buffered for the next one.
-                return self.more_to_read.push(token);
+                return self.read_later(token);
             }
             // Read into the one buffer all connections share, then keep only the bytes that
             // came: an idle connection holds no input buffer of its own.
@@ -440,7 +440,7 @@ impl Server {
             quota -= self.handle_input(token, quota);
         }
         // Budget spent with bytes maybe still in the kernel: come back next turn.
-        self.more_to_read.push(token);
+        self.read_later(token);
     }
 
     /// Handles buffered lines, at most `quota`, until none is complete or the client must
@@ -556,7 +556,16 @@ impl Server {
                 Err(e) => return self.to_close.push((token, format!("read error: {e}"))),
             }
         }
-        self.more_to_read.push(token);
+        self.read_later(token);
+    }
+
+    /// Puts a connection on `more_to_read`, unless it is there already: a client that sends
+    /// more while it waits for its pass must not get a second place in line (the list would
+    /// grow every turn, and those behind would wait longer each time).
+    fn read_later(&mut self, token: Token) {
+        if let Some(client) = self.clients.get_mut(&token) {
+            read_later(&mut self.more_to_read, client, token);
+        }
     }
 
     /// Goes back to clients whose input was left for later, a pass each in turn, until
@@ -574,6 +583,9 @@ impl Server {
             let mut round = std::mem::take(&mut self.more_to_read).into_iter();
             for token in round.by_ref() {
                 let (lines, queued) = (self.turn_lines, self.more_to_read.len());
+                if let Some(client) = self.clients.get_mut(&token) {
+                    client.read_later = false;
+                }
                 self.client_readable(token);
                 if self.turn_lines == lines {
                     next_turn.extend(self.more_to_read.drain(queued..));
@@ -709,7 +721,7 @@ impl Server {
                     if !self.lingering.iter().any(|&(t, _)| t == token) {
                         let _ = client.io.stream.shutdown(Shutdown::Write);
                         self.lingering.push((token, Instant::now() + LINGER));
-                        self.more_to_read.push(token);
+                        read_later(&mut self.more_to_read, client, token);
                     }
                 } else {
                     self.to_close.push((token, "done".into()));
@@ -719,7 +731,7 @@ impl Server {
                 && client.replies.waiting() <= MAX_WAITING / 2
             {
                 client.paused = false;
-                self.more_to_read.push(token);
+                read_later(&mut self.more_to_read, client, token);
             }
         }
     }
@@ -748,7 +760,7 @@ impl Server {
         for token in std::mem::take(&mut self.held) {
             if let Some(client) = self.clients.get_mut(&token) {
                 client.held = false;
-                self.more_to_read.push(token);
+                self.read_later(token);
             }
         }
     }
@@ -1054,6 +1066,14 @@ impl Server {
             self.herd
                 .flood_done(ticket, &mut self.clients, &mut self.dirty);
         }
+    }
+}
+
+/// Puts `client` on `more_to_read` unless it is there already (see [`Server::read_later`]).
+fn read_later(more_to_read: &mut Vec<Token>, client: &mut Client, token: Token) {
+    if !client.read_later {
+        client.read_later = true;
+        more_to_read.push(token);
     }
 }
 
