@@ -295,7 +295,10 @@ impl Server {
                 SIGNALS => self.drain_signal_pipe(),
                 token if self.clients.contains_key(&token) => {
                     // Read first: the bytes may produce replies that the write then sends.
-                    if event.is_readable() || event.is_read_closed() || event.is_error() {
+                    // A client already waiting on `more_to_read` keeps its place there: an
+                    // extra pass for sending more would serve it ahead of those that wait.
+                    let ready = event.is_readable() || event.is_read_closed() || event.is_error();
+                    if ready && !self.clients.get(&token).is_some_and(|c| c.read_later) {
                         self.client_readable(token);
                     }
                     if event.is_writable() {

@@ -105,7 +105,9 @@
 //! [`LINES_PER_PASS`] (2) of a client's lines and puts it on `more_to_read`;
 //! [`Server::read_more`] goes round those clients, a pass each, until it has handled
 //! [`TURN_LINES`] (128) lines; then the turn ends (writes, poll with no sleep) and whoever
-//! was not reached goes first next turn. A client that just became ready is handled in the
+//! was not reached goes first next turn. A client waits on that list once (`read_later`),
+//! and more input from it does not buy it an extra pass: its event is skipped, and what it
+//! sent is read when its turn comes. A client that just became ready is handled in the
 //! next turn's `dispatch_events`, before the pipeliners' leftovers: it waits for a few hundred
 //! lines, not for all of theirs. (The leftovers' budget is their own: if the new events'
 //! passes counted against it, a busy turn could leave nothing for a client whose sender
