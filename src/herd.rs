@@ -204,6 +204,14 @@ impl Herd {
                 // open (an empty reply held) until those copies are handled: the sender,
                 // waiting for our close, learns that the line went on (see `Herd::iamat`).
                 let ticket = (origin == Origin::Accepted).then_some(self.next_ticket);
+                // The first line of a catch-up says how big it is: room for it all at once
+                // (growing the store a doubling at a time rehashes it again and again).
+                if let Some(size) = sync
+                    && size > 1
+                {
+                    self.store.make_room(size);
+                }
+                let sync = sync.is_some();
                 // A catch-up line that is news is passed on as part of the catch-up.
                 self.catch_up_seen |= sync;
                 let waiting = self.learn(&report, &at, from, ticket, sync);

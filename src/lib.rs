@@ -17,6 +17,7 @@
 //! | [`transport`] | a nonblocking socket with its output buffer (Twisted's `FileDescriptor`) |
 //! | [`client`] | one accepted connection: input lines, replies kept in request order |
 //! | [`peer`] | a link to one neighbour: connect, queue, catch-up, backoff, one line per connection |
+//! | [`catchup`] | what a catch-up still owes a neighbour: the store, a chunk at a time |
 //! | [`pressure`] | `BUSY` notices: the edge holds its clients while a server further in is behind |
 //! | [`liveness`] | TCP keepalive and `TCP_USER_TIMEOUT` on links: noticing a dead neighbour |
 //! | [`herd`] | what a line does: IAMAT, AT, WHATSAT, flooding, lookups in flight |
@@ -44,6 +45,7 @@
 
 pub mod ask;
 pub mod auth;
+pub mod catchup;
 pub mod cli;
 pub mod client;
 pub mod herd;

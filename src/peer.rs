@@ -5,7 +5,8 @@
 //! as Twisted queues writes on a connecting transport), and `Up`. A link that fails goes
 //! `Down` with a retry time that doubles up to [`MAX_BACKOFF`]. When a link comes up after
 //! being down, it is owed a catch-up (unless `--catch-up off`): every location the server
-//! knows, streamed from a snapshot a chunk at a time so the output buffer stays small.
+//! knows, read from the store a chunk at a time and written a bounded amount per loop turn
+//! (see `catchup`), so neither the output buffer nor one turn's work grows with the store.
 //!
 //! A link in *one-line* mode carries exactly one AT line per connection, catch-up included
 //! (SPEC §3): per-update links always, and a persistent link once its neighbour has shown that
@@ -38,7 +39,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::auth::HerdKey;
+use crate::catchup::CatchUp;
 use crate::protocol::{SYNC, VIA};
+use crate::store::Locations;
 use crate::transport::Transport;
 
 /// The first retry delay after a failed or dropped link.
@@ -55,8 +58,14 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// The catch-up refills the output buffer while it holds less than this. Below
 /// [`LINK_LOW`], so a catch-up alone never makes its link congested (which would hold this
 /// server's clients for as long as the catch-up lasts); the writer refills and writes in a
-/// loop until the kernel takes no more, so small chunks cost a few more writes, no speed.
+/// loop until the kernel takes no more or [`SYNC_TURN`] is written, so small chunks cost a
+/// few more writes, no speed.
 const SYNC_CHUNK: usize = 8 << 10;
+/// Most catch-up bytes one link writes in one loop turn (about 2,500 lines, a millisecond or
+/// two of work). On loopback the kernel takes megabytes as fast as the neighbour reads them:
+/// "until the kernel takes no more" could be the whole catch-up in one turn, while this
+/// server's own clients wait.
+pub const SYNC_TURN: usize = 256 << 10;
 /// A live link with more than this queued is congested: clients are held back (the herd
 /// takes updates only as fast as it can spread them). About 700 AT lines: a couple of
 /// milliseconds of a neighbour's work, so a flood never waits long behind others.
@@ -168,8 +177,8 @@ pub struct PeerLink {
     /// True once a connect failed or the link dropped: the next connection starts with a
     /// catch-up.
     pub needs_sync: bool,
-    /// The rest of a catch-up, still to send.
-    sync: Vec<Arc<[u8]>>,
+    /// The catch-up being sent, if any.
+    sync: Option<CatchUp>,
     /// When the connect under way is given up.
     connect_deadline: Option<Instant>,
     /// The herd's secret (`--herd-key`): every line we send carries its tag.
@@ -228,7 +237,7 @@ impl PeerLink {
             state: LinkState::Down { retry_at },
             backoff: FIRST_BACKOFF,
             needs_sync: mode == LinkMode::Persistent && catch_up,
-            sync: Vec::new(),
+            sync: None,
             connect_deadline: None,
             key,
             catch_up,
@@ -336,9 +345,7 @@ impl PeerLink {
 
     /// One-line mode: true while lines wait for a connection and none is open.
     pub fn wants_connect(&self) -> bool {
-        self.one_line
-            && self.token().is_none()
-            && !(self.pending.is_empty() && self.sync.is_empty())
+        self.one_line && self.token().is_none() && !(self.pending.is_empty() && self.sync.is_none())
     }
 
     /// Bytes waiting for this neighbour: on the socket, or waiting for a connection.
@@ -394,8 +401,8 @@ impl PeerLink {
         self.connect_deadline = Some(Instant::now() + CONNECT_TIMEOUT);
     }
 
-    /// The connect succeeded. If a catch-up is owed, `snapshot` (called only then) gives it.
-    pub fn connected(&mut self, snapshot: impl FnOnce() -> Vec<Arc<[u8]>>) {
+    /// The connect succeeded. If a catch-up is owed, it starts: everything `store` holds.
+    pub fn connected(&mut self, store: &Locations) {
         if let LinkState::Connecting(t) =
             std::mem::replace(&mut self.state, LinkState::Down { retry_at: None })
         {
@@ -407,17 +414,17 @@ impl PeerLink {
         // One-line links carry one plain line per connection, for course servers.
         self.probe_pending = !self.one_line && !self.speaks_via;
         if self.needs_sync {
-            self.sync = snapshot();
+            self.sync = Some(CatchUp::new(store));
             self.needs_sync = false;
         }
         if self.one_line {
-            self.load_one_line();
+            self.load_one_line(store);
         }
     }
 
     /// One-line mode: puts the next line on the connection just up: a waiting flood first
     /// (someone may be waiting for it), else the next line of the catch-up.
-    fn load_one_line(&mut self) {
+    fn load_one_line(&mut self, store: &Locations) {
         let LinkState::Up(t) = &mut self.state else {
             return;
         };
@@ -427,7 +434,7 @@ impl PeerLink {
                 self.current = ticket;
                 line
             }
-            None => match self.sync.pop() {
+            None => match next_sync(&mut self.sync, store) {
                 Some(line) => line,
                 None => return,
             },
@@ -448,7 +455,7 @@ impl PeerLink {
         let mut given_up: Vec<Ticket> = self.current.take().into_iter().collect();
         given_up.extend(self.pending.drain(..).filter_map(|(_, ticket)| ticket));
         self.pending_bytes = 0;
-        self.sync = Vec::new();
+        self.sync = None;
         self.up_since = None;
         self.watch = None;
         if self.one_line && !self.catch_up {
@@ -529,7 +536,7 @@ impl PeerLink {
 
     /// Moves the next part of a catch-up into the output buffer, if it has room (not in
     /// one-line mode, where each connection carries one line).
-    pub fn refill(&mut self) {
+    pub fn refill(&mut self, store: &Locations) {
         let LinkState::Up(t) = &mut self.state else {
             return;
         };
@@ -537,10 +544,21 @@ impl PeerLink {
             return;
         }
         let via = self.speaks_via.then_some(&*self.via_sync_field);
+        // The first line of a catch-up says how big it is: ` via=NAME sync=N`.
+        let mut sized = match self.sync.as_mut().and_then(CatchUp::announce) {
+            Some(n) if self.speaks_via => {
+                let n = n.to_string();
+                Some([&self.via_field[..], b" ", SYNC, n.as_bytes()].concat())
+            }
+            _ => None,
+        };
         while t.backlog() < SYNC_CHUNK {
-            let Some(line) = self.sync.pop() else { break };
+            let Some(line) = next_sync(&mut self.sync, store) else {
+                break;
+            };
             let key = self.key.as_deref();
-            put_line(t.out_mut(), &line, via, key);
+            let first = sized.take();
+            put_line(t.out_mut(), &line, first.as_deref().or(via), key);
             probe(
                 t.out_mut(),
                 &line,
@@ -553,13 +571,30 @@ impl PeerLink {
 
     /// True while a catch-up is being sent.
     pub fn syncing(&self) -> bool {
-        !self.sync.is_empty()
+        self.sync.is_some()
+    }
+
+    /// True when a catch-up on a live persistent link has written all it refilled: it
+    /// stopped at [`SYNC_TURN`], and the socket, still taking more, gives no event to go on.
+    pub fn sync_due(&self) -> bool {
+        !self.one_line
+            && self.syncing()
+            && matches!(&self.state, LinkState::Up(t) if t.backlog() == 0)
     }
 
     /// True when this link sends one line per connection.
     pub fn one_line(&self) -> bool {
         self.one_line
     }
+}
+
+/// The next line of catch-up `sync`; ends it (`None`) when it is done.
+fn next_sync(sync: &mut Option<CatchUp>, store: &Locations) -> Option<Arc<[u8]>> {
+    let line = sync.as_mut()?.next(store);
+    if line.is_none() {
+        *sync = None;
+    }
+    line
 }
 
 /// Appends one AT line to a link's buffer: the six fields, ` via=NAME` when given, the

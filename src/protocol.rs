@@ -260,8 +260,9 @@ pub enum Command<'a> {
         via: Option<&'a [u8]>,
         /// The herd's authentication tag, from a `tag=HEX` extra field (see `auth`).
         tag: Option<&'a [u8]>,
-        /// Part of a catch-up (a `sync=1` extra field, see [`SYNC`]).
-        sync: bool,
+        /// Part of a catch-up (a `sync=N` extra field, see [`SYNC`]): `Some(N)`, where `N` is
+        /// the size of the catch-up on its first line and 1 on the others.
+        sync: Option<u64>,
     },
     /// `BUSY server seq 1|0 [tag=HEX]`: a proxy-herd server is behind, or caught up again
     /// (see `pressure`). Only neighbours send it.
@@ -298,7 +299,8 @@ pub const VIA: &[u8] = b"via=";
 /// The extra AT field that marks a line of a catch-up, after `via=` (and only where `via=`
 /// goes): `... via=Parker sync=1`. A line that came in a catch-up and is passed on keeps it.
 /// A server reading a catch-up is behind by design, and does not hold the herd for it (see
-/// `pressure`).
+/// `pressure`). The first line of a catch-up says how many lines it has (`sync=1000000`),
+/// so the receiver makes room for them at once (see `catchup`).
 pub const SYNC: &[u8] = b"sync=";
 
 /// True when a line's first field is `AT` or `BUSY`: from a neighbour, and handled even
@@ -331,7 +333,12 @@ pub fn parse(line: &[u8]) -> Option<Command<'_>> {
                 report,
                 via: extra_field(&f[6..n], VIA),
                 tag: extra_field(&f[6..n], crate::auth::TAG),
-                sync: extra_field(&f[6..n], SYNC).is_some(),
+                sync: extra_field(&f[6..n], SYNC).map(|n| {
+                    std::str::from_utf8(n)
+                        .ok()
+                        .and_then(|n| n.parse().ok())
+                        .unwrap_or(1)
+                }),
             })
         }
         (b"BUSY", 4 | 5) => {
@@ -643,15 +650,26 @@ mod tests {
             "extra fields that are not via= name no forwarder"
         );
         assert_eq!(tag, None);
-        assert!(!sync);
+        assert_eq!(sync, None);
         assert!(matches!(
             parse(b"AT A +0.1 kiwi +1+2 3 via=Parker sync=1"),
             Some(Command::At {
-                sync: true,
+                sync: Some(1),
                 via: Some(b"Parker"),
                 ..
             })
         ));
+        // The first line of a catch-up gives its size; a value that is not one counts as 1.
+        let sync_of = |line: &[u8]| match parse(line) {
+            Some(Command::At { sync, .. }) => sync,
+            _ => panic!("not an AT line"),
+        };
+        assert_eq!(
+            sync_of(b"AT A +0.1 k +1+2 3 via=P sync=1000000"),
+            Some(1_000_000)
+        );
+        assert_eq!(sync_of(b"AT A +0.1 k +1+2 3 via=P sync=many"), Some(1));
+        assert_eq!(sync_of(b"AT A +0.1 k +1+2 3 via=P sync=-5"), Some(1));
         assert_eq!(
             line,
             b"AT Alford +0.263873386 kiwi +34.068930-118.445127 1621464827.5"

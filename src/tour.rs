@@ -111,8 +111,10 @@
 //! next turn's `dispatch_events`, before the pipeliners' leftovers: it waits for a few hundred
 //! lines, not for all of theirs. (The leftovers' budget is their own: if the new events'
 //! passes counted against it, a busy turn could leave nothing for a client whose sender
-//! waits for its replies, and which so never becomes ready again.) Links are not held to passes (their lines are the herd's
-//! work, and in order), but their lines count toward the turn. Writing each client's replies
+//! waits for its replies, and which so never becomes ready again.) A link's pass is longer,
+//! [`LINK_LINES_PER_PASS`] (512): its lines are the herd's work. But not all it brought: a
+//! restarted neighbour passing on its catch-up at full speed once held a turn for 10 ms
+//! (eight reads of 64 KiB), while this server's clients waited. Writing each client's replies
 //! two at a time would multiply the writes (and the pipeliners' reads and writes) by eight:
 //! a client with a line still waiting keeps its replies, up to 4 KiB, until a later pass
 //! ([`Client::replies_can_wait`]); they waited for its backlog before, so they are no later.
@@ -216,7 +218,16 @@
 //!   socket buffer that a flood line would sit behind unseen.
 //! - **A catch-up is not congestion.** A catch-up ([`PeerLink::refill`]) tops the queue up
 //!   only to 8 KiB, under [`LINK_LOW`]: streaming a million locations to a restarted
-//!   neighbour does not hold this server's clients for the seconds it takes.
+//!   neighbour does not hold this server's clients for the seconds it takes. Nor does it
+//!   take their turns: it reads the store 16,384 records at a time ([`CatchUp`], not a
+//!   40 ms copy of a million), and writes at most [`SYNC_TURN`] (256 KiB) a turn; on
+//!   loopback the kernel takes megabytes as fast as the neighbour reads, so "write until the
+//!   kernel takes no more" could have been the whole catch-up in one turn. A catch-up that
+//!   stops at that bound gets no writable event, so the loop polls without sleeping
+//!   ([`Server::next_timeout`]). Its first line says how big it is (`sync=1000000`), and
+//!   the restarted neighbour makes room for that many clients at once, instead of growing
+//!   its store a doubling at a time (each growth rehashes every record: a third of the
+//!   time it takes to store a million).
 //! - **Across the herd.** Holding clients works only where the clients are. Powell, two
 //!   hops from the edge, has none: when it falls behind, the queues toward it grow while
 //!   the edge goes on accepting. So a server that is behind says so to the whole herd with
@@ -378,6 +389,9 @@
 //! [`Server::new_token`]: crate::server::Server::new_token
 //! [`Client::replies_can_wait`]: crate::client::Client::replies_can_wait
 //! [`LINES_PER_PASS`]: crate::server::LINES_PER_PASS
+//! [`LINK_LINES_PER_PASS`]: crate::server::LINK_LINES_PER_PASS
+//! [`SYNC_TURN`]: crate::peer::SYNC_TURN
+//! [`CatchUp`]: crate::catchup::CatchUp
 //! [`TURN_LINES`]: crate::server::TURN_LINES
 //! [`Server::read_more`]: crate::server::Server::read_more
 //! [`Server::client_readable`]: crate::server::Server::client_readable

@@ -334,3 +334,50 @@ fn a_server_behind_two_hops_away_holds_the_edge() {
         herd.log("Alford").contains("clients read again")
     });
 }
+
+#[test]
+fn a_restarted_neighbour_gets_a_catch_up_bigger_than_a_chunk_announced_by_its_size() {
+    let mut herd = linked_pair("bigcatchup");
+    // A first location through Bolden: its first line to Alford carries `via=`, so from
+    // then on Alford's lines to Bolden carry `via=` (and a catch-up's, `sync=`).
+    herd.ask("Bolden", &format!("IAMAT first +1+2 {}\n", now_text()));
+    eventually("Alford knows first", || {
+        !herd.ask("Alford", "WHATSAT first 1 1").starts_with("? ")
+    });
+    // More clients than a catch-up reads from the store at a time (16,384).
+    let ids: Vec<String> = (0..20_000).map(|i| format!("big{i}")).collect();
+    let request: String = ids
+        .iter()
+        .map(|id| format!("IAMAT {id} +1+2 {}\n", now_text()))
+        .collect();
+    let stream = TcpStream::connect(herd.addr("Alford")).unwrap();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    // Written on another thread: the replies may fill the socket before the requests end.
+    let sender = thread::spawn(move || writer.write_all(request.as_bytes()));
+    let mut reader = BufReader::new(stream);
+    let replies: Vec<Option<String>> = (ids.iter())
+        .map(|_| {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            Some(line.trim_end().to_string())
+        })
+        .collect();
+    sender.join().unwrap().unwrap();
+    herd.kill("Bolden");
+    herd.start_server("Bolden");
+    eventually("Bolden holds all 20,000 again", || {
+        stored_lines(herd.addr("Bolden"), &ids).is_ok_and(|got| got == replies)
+    });
+    // The catch-up's first line said how many clients Alford knew (and so how much room
+    // Bolden's store needs); the others say 1.
+    let log = herd.log("Bolden");
+    let sizes: Vec<&str> = log
+        .split(" sync=")
+        .skip(1)
+        .map(|rest| rest.split([' ', ':', '\n']).next().unwrap_or(""))
+        .collect();
+    assert_eq!(sizes.first(), Some(&"20001"), "the first catch-up line");
+    assert!(sizes.len() >= 20_001, "{} catch-up lines", sizes.len());
+    assert_eq!(sizes.iter().filter(|s| **s != "1").count(), 1);
+}
