@@ -5,6 +5,7 @@
 //! Lines are bytes, not `str`: a client id may be any run of non-whitespace bytes, and the
 //! reply copies the client's fields byte for byte, so nothing is decoded or re-encoded.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::io::Write as _;
 
@@ -253,8 +254,10 @@ pub enum Command<'a> {
         report: Report<'a>,
         /// The server that received the IAMAT.
         server: &'a [u8],
-        /// The six-field AT line, as stored and flooded on.
-        line: Vec<u8>,
+        /// The six-field AT line, as stored and flooded on: a slice of the input when its
+        /// first six fields are already separated by single spaces (as every server writes
+        /// them), else a copy joined that way.
+        line: Cow<'a, [u8]>,
         /// The server that forwarded the line to us, when it said so with a `via=NAME`
         /// extra field (see [`VIA`]).
         via: Option<&'a [u8]>,
@@ -328,7 +331,7 @@ pub fn parse(line: &[u8]) -> Option<Command<'_>> {
             }
             let report = report(f[3], f[4], f[5])?;
             Some(Command::At {
-                line: f[..6].join(&b' '),
+                line: six_fields(line, &f[..6]),
                 server: f[1],
                 report,
                 via: extra_field(&f[6..n], VIA),
@@ -370,6 +373,27 @@ pub fn parse(line: &[u8]) -> Option<Command<'_>> {
 /// The value of the first extra field that starts with `prefix` (`via=`, `tag=`).
 fn extra_field<'a>(extras: &[&'a [u8]], prefix: &[u8]) -> Option<&'a [u8]> {
     extras.iter().find_map(|x| x.strip_prefix(prefix))
+}
+
+/// `fields` (subslices of `line`) joined by single spaces. A flooded line already is, up to
+/// its extras: then it is borrowed, not copied (one allocation less per AT line, at every
+/// server, for every line of a flood).
+fn six_fields<'a>(line: &'a [u8], fields: &[&'a [u8]]) -> Cow<'a, [u8]> {
+    let (Some(first), Some(last)) = (fields.first(), fields.last()) else {
+        return Cow::Borrowed(&[]);
+    };
+    // Where the fields sit in `line`: from the first one's start to the last one's end.
+    let start = first.as_ptr().addr() - line.as_ptr().addr();
+    let end = last.as_ptr().addr() - line.as_ptr().addr() + last.len();
+    let span = &line[start..end];
+    // Fields hold no whitespace, so what else the span holds is the separators.
+    let separators = span.len() - fields.iter().map(|f| f.len()).sum::<usize>();
+    let spaces = span.iter().filter(|&&b| b == b' ').count();
+    if separators == fields.len() - 1 && spaces == separators {
+        Cow::Borrowed(span)
+    } else {
+        Cow::Owned(fields.join(&b' '))
+    }
 }
 
 /// Validates the three client fields shared by IAMAT and AT.
@@ -671,7 +695,7 @@ mod tests {
         assert_eq!(sync_of(b"AT A +0.1 k +1+2 3 via=P sync=many"), Some(1));
         assert_eq!(sync_of(b"AT A +0.1 k +1+2 3 via=P sync=-5"), Some(1));
         assert_eq!(
-            line,
+            &line[..],
             b"AT Alford +0.263873386 kiwi +34.068930-118.445127 1621464827.5"
         );
         assert_eq!(server, b"Alford");
@@ -691,6 +715,21 @@ mod tests {
                 panic!("{line} did not parse")
             };
             assert_eq!(stored, line.as_bytes(), "copied as it came");
+        }
+        // Single spaces: the stored line is the input's first six fields, borrowed; any
+        // other whitespace, and it is joined anew.
+        for (input, borrowed) in [
+            (&b"AT A -5 k +1+2 3 via=P sync=1"[..], true),
+            (b"AT A -5 k +1+2 3", true),
+            (b"  AT A -5 k +1+2 3\r", true),
+            (b"AT A  -5 k +1+2 3", false),
+            (b"AT\tA -5 k +1+2 3 via=P", false),
+        ] {
+            let Some(Command::At { line, .. }) = parse(input) else {
+                panic!("{input:?} did not parse")
+            };
+            assert_eq!(&line[..], b"AT A -5 k +1+2 3");
+            assert_eq!(matches!(line, Cow::Borrowed(_)), borrowed, "{input:?}");
         }
         // The forwarder's via= field and a tag, among other extras; the stored line has six
         // fields.

@@ -152,11 +152,6 @@ impl Locations {
         self.records.is_empty()
     }
 
-    /// Every stored line. Only the pointers are copied.
-    pub fn snapshot(&self) -> Vec<Arc<[u8]>> {
-        self.records.iter().map(|r| r.line.clone()).collect()
-    }
-
     /// A cursor at the start of the store's own order, for reading it a chunk at a time.
     pub fn cursor(&self) -> Cursor {
         Cursor {
@@ -229,7 +224,7 @@ mod tests {
 
     fn at(line: &[u8]) -> (Report<'_>, Vec<u8>) {
         match parse(line) {
-            Some(Command::At { report, line, .. }) => (report, line),
+            Some(Command::At { report, line, .. }) => (report, line.into_owned()),
             _ => panic!("not an AT line"),
         }
     }
