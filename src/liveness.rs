@@ -51,6 +51,23 @@ pub fn watch(socket: &impl AsRawFd) -> io::Result<()> {
     Ok(())
 }
 
+/// Bytes written to `socket` that its peer has not acknowledged yet (`SIOCOUTQ`): the
+/// part of a link's queue the kernel holds (see `peer`'s flow control). 0 where unknown.
+pub fn unsent(socket: &impl AsRawFd) -> usize {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        let mut n: libc::c_int = 0;
+        // SAFETY: `socket` is an open socket borrowed for this call; TIOCOUTQ (SIOCOUTQ on
+        // a socket) writes one c_int through the pointer, which lives across the call.
+        let rc = unsafe { libc::ioctl(socket.as_raw_fd(), libc::TIOCOUTQ, &mut n) };
+        if rc == 0 {
+            return usize::try_from(n).unwrap_or(0);
+        }
+    }
+    let _ = socket;
+    0
+}
+
 /// A whole number of seconds, as the keepalive options take them.
 #[cfg(any(target_os = "linux", target_os = "android"))]
 fn secs(d: Duration) -> libc::c_int {

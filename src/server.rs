@@ -51,6 +51,8 @@ const READS_PER_EVENT: usize = 8;
 /// [`Server::read_more`]). A client that pipelines hundreds of lines cannot make one that
 /// sends a single line wait for all of them.
 pub const LINES_PER_PASS: usize = 2;
+/// How often a server whose links are congested looks at them again.
+const CONGESTED_RECHECK: Duration = Duration::from_millis(1);
 /// A neighbour's lines handled per pass: many more than a client's (they are the herd's
 /// work), but not all that came. Reading a link until the kernel had nothing left took
 /// 8 reads of 64 KiB, ~5,000 lines: about 10 ms of the loop when a restarted neighbour
@@ -281,7 +283,11 @@ impl Server {
                 .chain(l.stall_deadline())
                 .chain(draining)
         });
+        // While our own links are congested, look again every millisecond: the kernel's
+        // share of their queues drains with no event to tell us (see `PeerLink::note_progress`).
+        let recheck = self.herd.congested.then(|| now + CONGESTED_RECHECK);
         let deadlines = deadlines
+            .chain(recheck)
             .chain(self.accept_retry_at)
             .chain(self.idle_check_at)
             .chain(self.herd.unknown_deadline())
@@ -1032,7 +1038,7 @@ impl Server {
                 break;
             }
         }
-        // For flow control's stall check: is the neighbour taking what we queue?
+        // For flow control: how much the kernel holds, and is the neighbour taking it?
         link.note_progress(now, wrote_total);
         let done = match link.finish_update(now) {
             None => return false,

@@ -213,9 +213,14 @@
 //!   connected). Pausing links would deadlock a herd with a cycle (the default herd has one):
 //!   every server waiting for the next to read. A server with no clients to hold (Parker)
 //!   can still queue faster than a neighbour reads; then only its queue bound protects it.
-//! - **The kernel's share.** Link sockets get small kernel buffers (128 KiB asked, each way),
-//!   so what waits stays in our queue, where flow control sees it, and not in megabytes of
-//!   socket buffer that a flood line would sit behind unseen.
+//! - **The kernel's share.** What the kernel holds is queue too: bytes written to the socket
+//!   that the neighbour has not taken. Link sockets ask for 128 KiB each way (Linux gives
+//!   twice that), so counting only our buffer hid up to 256 KiB per link that a flood line
+//!   sat behind unseen; under the bench's load the flood took twice as long. So
+//!   [`PeerLink::note_progress`] asks the kernel once per turn (`SIOCOUTQ`) and flow control
+//!   counts both. Nothing wakes us when the kernel's share drains (we wrote everything, so
+//!   there is no WRITABLE interest): while congested, the loop looks again every
+//!   millisecond ([`Server::next_timeout`]).
 //! - **A catch-up is not congestion.** A catch-up ([`PeerLink::refill`]) tops the queue up
 //!   only to 8 KiB, under [`LINK_LOW`]: streaming a million locations to a restarted
 //!   neighbour does not hold this server's clients for the seconds it takes. Nor does it
@@ -391,6 +396,7 @@
 //! [`LINES_PER_PASS`]: crate::server::LINES_PER_PASS
 //! [`LINK_LINES_PER_PASS`]: crate::server::LINK_LINES_PER_PASS
 //! [`SYNC_TURN`]: crate::peer::SYNC_TURN
+//! [`PeerLink::note_progress`]: crate::peer::PeerLink::note_progress
 //! [`CatchUp`]: crate::catchup::CatchUp
 //! [`TURN_LINES`]: crate::server::TURN_LINES
 //! [`Server::read_more`]: crate::server::Server::read_more
