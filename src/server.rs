@@ -1105,8 +1105,9 @@ fn out_of_descriptors(err: &io::Error) -> bool {
 }
 
 /// Kernel buffer (each way) of a socket that carries floods. The kernel's defaults grow to
-/// megabytes: a flood line behind them waits hundreds of milliseconds. Small buffers keep
-/// the queue in our [`PeerLink`], where flow control sees it. Not too small: a catch-up
+/// megabytes: a flood line behind them waits hundreds of milliseconds. Flow control counts
+/// the sending kernel's share ([`PeerLink::note_progress`]), but not what sits read into
+/// the neighbour's kernel, unread; small buffers keep that small. Not too small: a catch-up
 /// goes through the same socket, and with 32 KiB a restarted neighbour took 7.4 s to learn
 /// a million clients (4.4 s with 128 KiB); with 8 KiB, delayed ACKs stalled the links.
 const LINK_KERNEL_BUFFER: libc::c_int = 128 << 10;

@@ -381,3 +381,73 @@ fn a_restarted_neighbour_gets_a_catch_up_bigger_than_a_chunk_announced_by_its_si
     assert!(sizes.len() >= 20_001, "{} catch-up lines", sizes.len());
     assert_eq!(sizes.iter().filter(|s| **s != "1").count(), 1);
 }
+
+#[test]
+fn what_the_kernel_holds_for_a_neighbour_counts_as_its_queue() {
+    // Slow is Alford's neighbour, this test's own listener: it accepts Alford's link and
+    // reads nothing, with a small receive buffer, so that nearly all Alford writes stays in
+    // Alford's kernel, in the socket's send buffer (Linux gives twice the 128 KiB asked).
+    let mut herd = Herd::plan("kernelshare", &[("Alford", &["Slow"]), ("Slow", &[])], &[]);
+    let slow = TcpListener::bind(herd.addr("Slow")).unwrap();
+    set_receive_buffer(&slow, 4 << 10);
+    let acceptor = thread::spawn(move || slow.accept().map(|(s, _)| s));
+    herd.start_server("Alford");
+    let link = acceptor.join().unwrap().unwrap();
+    // 600 IAMATs with 1 KB ids, pipelined: about 640 KB to flood to Slow.
+    let pad = "k".repeat(1000);
+    let request: String = (0..600)
+        .map(|i| format!("IAMAT {i:03}{pad} +1+2 {}\n", now_text()))
+        .collect();
+    let stream = TcpStream::connect(herd.addr("Alford")).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let sender = thread::spawn(move || writer.write_all(request.as_bytes()));
+    // The replies are read (and dropped), so that only the link can hold the client.
+    let reader = stream.try_clone().unwrap();
+    let drain = thread::spawn(move || std::io::copy(&mut &reader, &mut std::io::sink()));
+    // Alford holds its client once the link's queue passes 64 KiB. Counted with what the
+    // kernel holds, that is after about 60 of these lines; counted in Alford's own buffer
+    // only, the kernel's 256 KiB had to fill first (about 300).
+    let busy = "BUSY Alford ";
+    eventually("Alford says it is behind", || {
+        herd.log("Alford")
+            .lines()
+            .any(|l| l.contains(busy) && l.ends_with(" 1"))
+    });
+    let log = herd.log("Alford");
+    let before: Vec<&str> = log
+        .lines()
+        .take_while(|l| !(l.contains(busy) && l.ends_with(" 1")))
+        .filter(|l| l.contains("< IAMAT "))
+        .collect();
+    println!(
+        "slow neighbour: {} IAMATs handled before Alford held its client",
+        before.len()
+    );
+    assert!(
+        before.len() < 150,
+        "{} IAMATs (about {} KiB of flood) before the hold",
+        before.len(),
+        (before.len() * 1060) >> 10
+    );
+    drop(link);
+    let _ = stream.shutdown(Shutdown::Both);
+    let _ = sender.join();
+    let _ = drain.join();
+}
+
+/// Asks for a small kernel receive buffer on `listener`, inherited by what it accepts.
+fn set_receive_buffer(listener: &TcpListener, bytes: libc::c_int) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the listener's socket is open for the call; the option is one c_int that
+    // lives across it, passed with its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&bytes as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "setsockopt SO_RCVBUF");
+}
