@@ -419,6 +419,10 @@ impl PeerLink {
     /// At the stall deadline: true when the socket took less than [`LINK_STALL_BYTES`] since
     /// the watch began (drop the link); otherwise the watch starts over.
     pub fn stalled(&mut self, now: Instant) -> bool {
+        // Ask the kernel first. Its share of the queue drains with no event to tell us, and
+        // once our clients stop no turn may have looked since: a neighbour that read it all
+        // would be called deaf, dropped, and sent everything we know again.
+        self.note_progress(now, 0);
         match self.watch {
             Some((_, bytes)) if bytes < LINK_STALL_BYTES => true,
             Some(_) => {

@@ -435,6 +435,63 @@ fn what_the_kernel_holds_for_a_neighbour_counts_as_its_queue() {
     let _ = drain.join();
 }
 
+#[test]
+fn a_neighbour_that_reads_what_the_kernel_held_after_the_clients_stop_keeps_its_link() {
+    // Slow, this test's listener, reads nothing while Alford floods it about 53 KB: over the
+    // 48 KiB at which Alford starts watching the link's progress, under the 64 KiB at which
+    // it would hold its client, and nearly all of it in Alford's kernel. Then the client
+    // stops and Slow reads it all. No event tells Alford that its kernel sent the bytes;
+    // its stall watch, a second later, must ask the kernel before it calls Slow deaf.
+    let mut herd = Herd::plan("readlate", &[("Alford", &["Slow"]), ("Slow", &[])], &[]);
+    let slow = TcpListener::bind(herd.addr("Slow")).unwrap();
+    set_receive_buffer(&slow, 4 << 10);
+    let acceptor = thread::spawn(move || slow.accept().map(|(s, _)| (s, slow)));
+    herd.start_server("Alford");
+    let (mut link, slow) = acceptor.join().unwrap().unwrap();
+    let pad = "r".repeat(1000);
+    let request: String = (0..50)
+        .map(|i| format!("IAMAT {i:03}{pad} +1+2 {}\n", now_text()))
+        .collect();
+    let mut stream = TcpStream::connect(herd.addr("Alford")).unwrap();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut replies = BufReader::new(stream.try_clone().unwrap());
+    for _ in 0..50 {
+        let mut reply = String::new();
+        replies.read_line(&mut reply).unwrap();
+        assert!(reply.starts_with("AT Alford "), "{reply}");
+    }
+    // Slow reads everything Alford sent, until nothing more comes for 200 ms.
+    link.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut buf = vec![0u8; 64 << 10];
+    let mut got = 0;
+    while let Ok(n @ 1..) = link.read(&mut buf) {
+        got += n;
+    }
+    assert!(got > 48 << 10, "Slow got only {got} bytes");
+    // Past the stall watch's second: the link is still open and no second one came.
+    sleep(STALL_AND_MORE);
+    link.set_nonblocking(true).unwrap();
+    let alive = matches!(link.read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+    slow.set_nonblocking(true).unwrap();
+    let again = slow.accept().is_ok();
+    let why = herd
+        .log("Alford")
+        .lines()
+        .filter(|l| l.contains("link to Slow down"))
+        .map(str::to_string)
+        .collect::<Vec<_>>();
+    assert!(
+        alive && !again,
+        "Alford dropped a link that was read: {why:?}"
+    );
+    drop(stream);
+}
+
+/// Longer than the stall watch's second, with room for a slow machine's timer.
+const STALL_AND_MORE: Duration = Duration::from_millis(1800);
+
 /// Asks for a small kernel receive buffer on `listener`, inherited by what it accepts.
 fn set_receive_buffer(listener: &TcpListener, bytes: libc::c_int) {
     use std::os::fd::AsRawFd;
