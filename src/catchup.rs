@@ -6,6 +6,9 @@
 //! while this server's own clients wait, where a chunk takes about 2 ms. And its first line
 //! says how big it is (`sync=N`, see `protocol::SYNC`), so that a restarted neighbour makes
 //! room for every client at once instead of growing its store a doubling at a time.
+//!
+//! A catch-up can also be a given list of lines ([`CatchUp::of_lines`]): what a server held
+//! back from a neighbour while that neighbour caught it up (see `owed`).
 
 use std::sync::Arc;
 
@@ -17,8 +20,8 @@ pub const CHUNK: usize = 16 << 10;
 /// What is still owed to one neighbour.
 #[derive(Debug)]
 pub struct CatchUp {
-    /// Where the next chunk starts in the store.
-    cursor: Cursor,
+    /// Where the next chunk starts in the store (`None`: nothing to read from it).
+    cursor: Option<Cursor>,
     /// The chunk being sent.
     chunk: Vec<Arc<[u8]>>,
     /// How many clients the store held when the catch-up began.
@@ -31,9 +34,19 @@ impl CatchUp {
     /// A catch-up of everything `store` holds now.
     pub fn new(store: &Locations) -> CatchUp {
         CatchUp {
-            cursor: store.cursor(),
+            cursor: Some(store.cursor()),
             chunk: Vec::new(),
             size: store.len(),
+            announce: true,
+        }
+    }
+
+    /// A catch-up of just these lines.
+    pub fn of_lines(lines: Vec<Arc<[u8]>>) -> CatchUp {
+        CatchUp {
+            cursor: None,
+            size: lines.len(),
+            chunk: lines,
             announce: true,
         }
     }
@@ -45,10 +58,33 @@ impl CatchUp {
 
     /// The next line to send, or `None` when the catch-up is done.
     pub fn next(&mut self, store: &Locations) -> Option<Arc<[u8]>> {
-        if self.chunk.is_empty() {
-            store.read(&mut self.cursor, CHUNK, &mut self.chunk);
+        if let (true, Some(cursor)) = (self.chunk.is_empty(), &mut self.cursor) {
+            store.read(cursor, CHUNK, &mut self.chunk);
         }
         // Each chunk goes out backwards: the order does not matter.
         self.chunk.pop()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{Command, parse};
+    use crate::store::Update;
+
+    #[test]
+    fn a_catch_up_of_lines_sends_just_those_lines_and_announces_their_number() {
+        let mut store = Locations::new();
+        let Some(Command::At { report, line, .. }) = parse(b"AT A +0.1 c +1-2 5") else {
+            panic!("not an AT line");
+        };
+        assert!(matches!(store.update(&report, &line), Update::Stored(_)));
+        let lines: Vec<Arc<[u8]>> = vec![Arc::from(&b"AT B +0.1 x +1-2 6"[..])];
+        let mut catch_up = CatchUp::of_lines(lines.clone());
+        assert_eq!(catch_up.announce(), Some(1));
+        assert_eq!(catch_up.announce(), None);
+        // Not the store's line: only those given.
+        assert_eq!(catch_up.next(&store), Some(lines[0].clone()));
+        assert_eq!(catch_up.next(&store), None);
     }
 }

@@ -19,6 +19,7 @@ use crate::peer::{PeerLink, Sent, Ticket};
 use crate::places::{Provider, Query};
 use crate::pressure::Pressure;
 use crate::protocol::{self, Command, Report, Shown, Skew, Timestamp};
+use crate::store::Update;
 use crate::timeline;
 use crate::workers::{Done, Job, LookupKey, Pool};
 
@@ -211,10 +212,13 @@ impl Herd {
                 {
                     self.store.make_room(size);
                 }
-                let sync = sync.is_some();
                 // A catch-up line that is news is passed on as part of the catch-up.
-                self.catch_up_seen |= sync;
-                let waiting = self.learn(&report, &at, from, ticket, sync);
+                self.catch_up_seen |= sync.is_some();
+                let waiting = self.learn(&report, &at, from, ticket, sync.is_some());
+                // A line of a neighbour's own catch-up may be its last (see `owed`).
+                if let (Some(size), Some(f)) = (sync, from) {
+                    self.links[f].catch_up_line(size, Instant::now());
+                }
                 log::info!("conn {} < {}{}", token.0, Shown(line), Fate(&self.fate));
                 if waiting > 0 {
                     let seq = replies.reserve();
@@ -382,18 +386,45 @@ impl Herd {
         sync: bool,
     ) -> usize {
         self.fate.clear();
-        let Some(line) = self.store.update(report, at) else {
-            self.fate.push_str("not newer");
-            trace!(
-                self.trace,
-                "not newer than what we know: stored nothing, flooded nothing"
-            );
-            return 0;
+        // A line of a neighbour's catch-up at least as new as what we know shows that the
+        // neighbour has it: nothing is held back for it (see `owed`).
+        let shown = |links: &mut Vec<PeerLink>| {
+            if let (true, Some(f)) = (sync, from) {
+                links[f].shown(report.client);
+            }
         };
+        let line = match self.store.update(report, at) {
+            Update::Stored(line) => line,
+            other => {
+                if other == Update::Same {
+                    shown(&mut self.links);
+                }
+                self.fate.push_str("not newer");
+                trace!(
+                    self.trace,
+                    "not newer than what we know: stored nothing, flooded nothing"
+                );
+                return 0;
+            }
+        };
+        shown(&mut self.links);
         let mut taken = 0;
         let logging = log::log_enabled!(log::Level::Info);
         for (i, link) in self.links.iter_mut().enumerate() {
             if Some(i) == from {
+                continue;
+            }
+            // A neighbour catching us up itself may well have this line (see `owed`).
+            if sync && link.holds_back() && link.hold_back(report.client, line.clone()) {
+                if logging {
+                    let fate = &mut self.fate;
+                    fate.push_str(if fate.is_empty() {
+                        "held back from "
+                    } else {
+                        ", held back from "
+                    });
+                    fate.push_str(&link.name);
+                }
                 continue;
             }
             let before = link.queued();

@@ -18,6 +18,7 @@
 //! | [`client`] | one accepted connection: input lines, replies kept in request order |
 //! | [`peer`] | a link to one neighbour: connect, queue, catch-up, backoff, one line per connection |
 //! | [`catchup`] | what a catch-up still owes a neighbour: the store, a chunk at a time |
+//! | [`owed`] | catch-up lines held back from a neighbour that is catching us up itself |
 //! | [`pressure`] | `BUSY` notices: the edge holds its clients while a server further in is behind |
 //! | [`liveness`] | TCP keepalive and `TCP_USER_TIMEOUT` on links: noticing a dead neighbour |
 //! | [`herd`] | what a line does: IAMAT, AT, WHATSAT, flooding, lookups in flight |
@@ -54,6 +55,7 @@ pub mod launcher;
 pub mod lines;
 pub mod liveness;
 pub mod logging;
+pub mod owed;
 pub mod peer;
 pub mod places;
 pub mod pressure;

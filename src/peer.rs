@@ -42,6 +42,7 @@ use std::time::{Duration, Instant};
 
 use crate::auth::HerdKey;
 use crate::catchup::CatchUp;
+use crate::owed::Owed;
 use crate::protocol::{SYNC, VIA};
 use crate::store::Locations;
 use crate::transport::Transport;
@@ -220,6 +221,9 @@ pub struct PeerLink {
     /// While the queue is over [`LINK_LOW`]: since when we have been watching its progress,
     /// and how many bytes the socket took since then (see [`LINK_STALL`]).
     watch: Option<(Instant, usize)>,
+    /// While the neighbour is sending us its catch-up: the lines of other catch-ups held
+    /// back from it meanwhile (see `owed`).
+    owed: Option<Owed>,
 }
 
 impl PeerLink {
@@ -262,6 +266,7 @@ impl PeerLink {
             unsent: 0,
             probe_pending: false,
             watch: None,
+            owed: None,
         }
     }
 
@@ -494,6 +499,8 @@ impl PeerLink {
         given_up.extend(self.pending.drain(..).filter_map(|(_, ticket)| ticket));
         self.pending_bytes = 0;
         self.sync = None;
+        // What was owed is in the full catch-up the link owes when it is back.
+        self.owed = None;
         self.up_since = None;
         self.watch = None;
         if self.one_line && !self.catch_up {
@@ -610,6 +617,79 @@ impl PeerLink {
     /// True while a catch-up is being sent.
     pub fn syncing(&self) -> bool {
         self.sync.is_some()
+    }
+
+    /// A line of the neighbour's own catch-up to us came, with `sync=size`. Its end
+    /// settles what we owe it (see `owed`).
+    pub fn catch_up_line(&mut self, size: u64, now: Instant) {
+        let owed = self.owed.get_or_insert_with(|| Owed::new(now));
+        if owed.line_came(size, now) {
+            self.settle("over");
+        }
+    }
+
+    /// The neighbour's catch-up sent nothing for [`owed::QUIET`](crate::owed::QUIET): it
+    /// counts as over.
+    pub fn settle_quiet(&mut self) {
+        self.settle("quiet");
+    }
+
+    /// True when a line of another neighbour's catch-up is held back from this one rather
+    /// than sent: it is catching us up itself, and may well have the line (see `owed`). Only
+    /// on a live persistent link to a proxy-herd server that is not being sent a catch-up
+    /// (which would carry the line anyway).
+    pub fn holds_back(&self) -> bool {
+        self.owed.is_some() && self.may_hold_back()
+    }
+
+    /// Holds `line`, a line of `client`, back from this neighbour until its catch-up ends.
+    /// False when it could not be held (send it).
+    pub fn hold_back(&mut self, client: &[u8], line: Arc<[u8]>) -> bool {
+        self.owed
+            .as_mut()
+            .is_some_and(|owed| owed.hold(client, line))
+    }
+
+    /// The neighbour's catch-up showed it has the newest line we know of `client`.
+    pub fn shown(&mut self, client: &[u8]) {
+        if let Some(owed) = &mut self.owed {
+            owed.shown(client);
+        }
+    }
+
+    /// When the neighbour's catch-up counts as over if no line of it comes first.
+    pub fn owed_deadline(&self) -> Option<Instant> {
+        self.owed.as_ref().map(Owed::deadline)
+    }
+
+    /// The neighbour's catch-up is over (`how`): what it did not show goes to it as a
+    /// catch-up of its own.
+    fn settle(&mut self, how: &str) {
+        let Some(owed) = self.owed.take() else {
+            return;
+        };
+        let lines = owed.into_lines();
+        if lines.is_empty() {
+            return;
+        }
+        log::info!(
+            "{}'s catch-up is {how}: {} lines held back go to it",
+            self.name,
+            lines.len()
+        );
+        // The lines were held back on this very link (a link that went down forgot them:
+        // the full catch-up it owes carries them).
+        if self.may_hold_back() {
+            self.sync = Some(CatchUp::of_lines(lines));
+        }
+    }
+
+    /// What [`PeerLink::holds_back`] asks of the link itself.
+    fn may_hold_back(&self) -> bool {
+        matches!(self.state, LinkState::Up(_))
+            && !self.one_line
+            && self.speaks_via
+            && self.sync.is_none()
     }
 
     /// True when a catch-up on a live persistent link has written all it refilled: it

@@ -281,6 +281,7 @@ impl Server {
             (l.retry_at().into_iter())
                 .chain(l.connect_deadline())
                 .chain(l.stall_deadline())
+                .chain(l.owed_deadline())
                 .chain(draining)
         });
         // While our own links are congested, look again every millisecond: the kernel's
@@ -645,6 +646,9 @@ impl Server {
         for i in 0..self.herd.links.len() {
             for d in self.herd.links[i].take_expired(now) {
                 self.drained(i, d, "no close from the neighbour in time");
+            }
+            if self.herd.links[i].owed_deadline().is_some_and(|t| t <= now) {
+                self.herd.links[i].settle_quiet();
             }
             let link = &self.herd.links[i];
             if link.retry_at().is_some_and(|t| t <= now) {

@@ -38,7 +38,7 @@ const TIME: usize = 5;
 impl Record {
     /// The client id.
     pub fn client(&self) -> &[u8] {
-        field(&self.line, CLIENT).map_or(&[], |r| &self.line[r])
+        client_of(&self.line)
     }
 
     /// The location field as the client wrote it (`+34.068930-118.445127`).
@@ -106,24 +106,29 @@ impl Locations {
 
     /// Stores `line` (a six-field AT line holding `report`, single spaces between fields) if
     /// it is newer than what is known of the client, comparing client times as numbers.
-    /// Returns the stored line when it was newer (the caller floods it), `None` when it
-    /// changed nothing (the flood stops here).
-    pub fn update(&mut self, report: &Report<'_>, line: &[u8]) -> Option<Arc<[u8]>> {
-        if let Some(old) = self.records.get(report.client)
-            && old.when() >= report.when
-        {
-            return None;
+    /// Returns the stored line when it was newer (the caller floods it); otherwise it
+    /// changed nothing (the flood stops here), and says whether what is known is just as
+    /// new.
+    pub fn update(&mut self, report: &Report<'_>, line: &[u8]) -> Update {
+        if let Some(old) = self.records.get(report.client) {
+            let known = old.when();
+            if known == report.when {
+                return Update::Same;
+            }
+            if known > report.when {
+                return Update::Older;
+            }
         }
         // The set finds the record by the id in the line: it must be the report's.
-        if field(line, CLIENT).map(|r| &line[r]) != Some(report.client) {
-            return None;
+        if client_of(line) != report.client {
+            return Update::Older;
         }
         let record = Record {
             line: Arc::from(line),
         };
         let shared = record.line.clone();
         self.records.replace(record);
-        Some(shared)
+        Update::Stored(shared)
     }
 
     /// Makes room for `clients` in all (at most [`MOST_ROOM`]), so that storing that many
@@ -188,6 +193,17 @@ impl Locations {
     }
 }
 
+/// What [`Locations::update`] made of a line.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Update {
+    /// It was newer, and is stored: the line, shared.
+    Stored(Arc<[u8]>),
+    /// The client's time in it is the one known.
+    Same,
+    /// It is older than what is known (or not a line of its client).
+    Older,
+}
+
 /// A place in the store's order (see [`Locations::read`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Cursor {
@@ -197,6 +213,11 @@ pub struct Cursor {
     capacity: usize,
     /// A read reached the end.
     done: bool,
+}
+
+/// The client id in a stored line (empty if it has no such field).
+pub fn client_of(line: &[u8]) -> &[u8] {
+    field(line, CLIENT).map_or(&[], |r| &line[r])
 }
 
 /// Where field `n` (from 0) of a line of single-space-separated fields sits. Called on every
@@ -233,13 +254,13 @@ mod tests {
     fn newer_wins_by_number_not_by_string() {
         let mut store = Locations::new();
         let (r, l) = at(b"AT A +0.1 kiwi +34.5-118.25 99.5");
-        assert!(store.update(&r, &l).is_some());
+        assert!(matches!(store.update(&r, &l), Update::Stored(_)));
         // "100" < "99.5" as strings, but it is newer.
         let (r2, l2) = at(b"AT B +0.1 kiwi +1-2 100");
-        assert_eq!(store.update(&r2, &l2).as_deref(), Some(&l2[..]));
+        assert_eq!(store.update(&r2, &l2), Update::Stored(Arc::from(&l2[..])));
         // Same time again, or older: nothing changes.
-        assert!(store.update(&r2, &l2).is_none());
-        assert!(store.update(&r, &l).is_none());
+        assert_eq!(store.update(&r2, &l2), Update::Same);
+        assert_eq!(store.update(&r, &l), Update::Older);
         let rec = store.get(b"kiwi").unwrap();
         assert_eq!(&rec.line[..], &l2[..]);
         assert_eq!(rec.lat_lng_text(), ("1".to_string(), "-2".to_string()));

@@ -233,6 +233,15 @@
 //!   the restarted neighbour makes room for that many clients at once, instead of growing
 //!   its store a doubling at a time (each growth rehashes every record: a third of the
 //!   time it takes to store a million).
+//! - **Nothing passed on that the neighbour is sending us.** A restarted server is caught
+//!   up by all its neighbours at once, and what is news from one would go on to the
+//!   others, which are sending it the very same clients: a million lines written, read and
+//!   dropped as not newer. So while a neighbour is catching us up, the lines of the other
+//!   catch-ups are held back from it ([`owed`], asked in [`Herd::learn`]). Each line of its
+//!   own catch-up that is as new as what we know shows that it has the client, and the
+//!   line held back is dropped; when its catch-up ends (the number of lines its first line
+//!   announced, or a second with none, in [`Server::run_timers`]), what is left goes to it
+//!   as a small catch-up of its own ([`PeerLink::catch_up_line`]): only what it lacked.
 //! - **Across the herd.** Holding clients works only where the clients are. Powell, two
 //!   hops from the edge, has none: when it falls behind, the queues toward it grow while
 //!   the edge goes on accepting. So a server that is behind says so to the whole herd with
@@ -418,6 +427,9 @@
 //! [`Transport::queue_first`]: crate::transport::Transport::queue_first
 //! [`EARLY_FLUSH`]: crate::server::EARLY_FLUSH
 //! [`PeerLink::refill`]: crate::peer::PeerLink::refill
+//! [`PeerLink::catch_up_line`]: crate::peer::PeerLink::catch_up_line
+//! [`owed`]: crate::owed
+//! [`Server::run_timers`]: crate::server::Server::run_timers
 //! [`Server::reap_closed`]: crate::server::Server::reap_closed
 //! [`Server::drain_lookups`]: crate::server::Server::drain_lookups
 //! [`Server::start_connect`]: crate::server::Server::start_connect

@@ -489,6 +489,112 @@ fn a_neighbour_that_reads_what_the_kernel_held_after_the_clients_stop_keeps_its_
     drop(stream);
 }
 
+#[test]
+fn a_server_caught_up_by_two_neighbours_sends_each_only_what_it_did_not_show() {
+    // Powell's neighbours Ann and Bea are this test's own: listeners for the links Powell
+    // opens (what Powell sends them is collected), and connections to Powell that send
+    // it their catch-ups, as a restarted server is sent them. Ann knows c0..c2999; Bea
+    // knows d0..d49 and c0..c2899, not the last hundred of Ann's. Passing on all that is
+    // news, Powell would send Bea the 3,000 clients Ann sent first; holding back from Bea
+    // while Bea catches it up, it sends Bea just the hundred it did not show, and Ann the
+    // fifty only Bea had.
+    let mut herd = Herd::plan(
+        "heldback",
+        &[("Powell", &["Ann", "Bea"]), ("Ann", &[]), ("Bea", &[])],
+        &[],
+    );
+    let sent_to = |name: &str| {
+        let listener = TcpListener::bind(herd.addr(name)).unwrap();
+        let got = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let lines = got.clone();
+        thread::spawn(move || {
+            let (link, _) = listener.accept()?;
+            link.set_read_timeout(Some(PATIENCE))?;
+            for line in BufReader::new(link).lines() {
+                lines.lock().unwrap().push(line?);
+            }
+            std::io::Result::Ok(())
+        });
+        got
+    };
+    let (to_ann, to_bea) = (sent_to("Ann"), sent_to("Bea"));
+    herd.start_server("Powell");
+    let time = now_text();
+    let at = |from: &str, client: &str, size: usize| {
+        format!("AT {from} +0.1 {client} +1+2 {time} via={from} sync={size}\n")
+    };
+    let ann: Vec<String> = (0..3000).map(|i| format!("c{i}")).collect();
+    let bea: Vec<String> = (0..50)
+        .map(|i| format!("d{i}"))
+        .chain((0..2900).map(|i| format!("c{i}")))
+        .collect();
+    let catch_up = |from: &str, clients: &[String]| -> Vec<String> {
+        let first = at(from, &clients[0], clients.len());
+        let rest = clients[1..].iter().map(|c| at(from, c, 1));
+        std::iter::once(first).chain(rest).collect()
+    };
+    let (ann_lines, bea_lines) = (catch_up("Ann", &ann), catch_up("Bea", &bea));
+    let handled = |n: usize, from: &str| {
+        let via = format!(" via={from} sync=");
+        eventually(&format!("Powell handled {n} lines from {from}"), || {
+            herd.log("Powell").matches(&via).count() >= n
+        });
+    };
+    // Bea's catch-up begins, then all of Ann's comes (all of it news: held back from Bea),
+    // then the rest of Bea's (which shows Bea has most of it).
+    let mut from_bea = TcpStream::connect(herd.addr("Powell")).unwrap();
+    let mut from_ann = TcpStream::connect(herd.addr("Powell")).unwrap();
+    from_bea.write_all(bea_lines[0].as_bytes()).unwrap();
+    handled(1, "Bea");
+    from_ann.write_all(ann_lines.concat().as_bytes()).unwrap();
+    handled(3000, "Ann");
+    from_bea
+        .write_all(bea_lines[1..].concat().as_bytes())
+        .unwrap();
+    handled(2950, "Bea");
+    let clients = |lines: &[String]| -> std::collections::BTreeSet<String> {
+        let field = |l: &String| l.split(' ').nth(3).unwrap_or("").to_string();
+        lines
+            .iter()
+            .filter(|l| l.starts_with("AT "))
+            .map(field)
+            .collect()
+    };
+    let only_ann: std::collections::BTreeSet<String> = ann[2900..].iter().cloned().collect();
+    let only_bea: std::collections::BTreeSet<String> = bea[..50].iter().cloned().collect();
+    eventually("Bea gets the hundred only Ann had", || {
+        clients(&to_bea.lock().unwrap()).is_superset(&only_ann)
+    });
+    eventually("Ann gets the fifty only Bea had", || {
+        clients(&to_ann.lock().unwrap()).is_superset(&only_bea)
+    });
+    // Time for anything more to arrive, then exactly those.
+    sleep(Duration::from_millis(300));
+    let (ann_got, bea_got) = (to_ann.lock().unwrap(), to_bea.lock().unwrap());
+    for (name, got, lacked) in [("Bea", &bea_got, &only_ann), ("Ann", &ann_got, &only_bea)] {
+        let sent = clients(got);
+        assert!(
+            sent == *lacked,
+            "Powell sent {name} {} clients; it lacked {}, of which {} were sent",
+            sent.len(),
+            lacked.len(),
+            sent.intersection(lacked).count()
+        );
+    }
+    // The hundred went as a catch-up of their own, announced by its size.
+    assert!(
+        bea_got.iter().any(|l| l.ends_with(" via=Powell sync=100")),
+        "{:?}",
+        &bea_got[..bea_got.len().min(3)]
+    );
+    let log = herd.log("Powell");
+    assert!(log.contains("Bea's catch-up is over: 100 lines held back go to it"));
+    // And Powell holds every client.
+    let all: Vec<String> = ann.iter().chain(&bea[..50]).cloned().collect();
+    let stored = stored_lines(herd.addr("Powell"), &all).unwrap();
+    assert!(stored.iter().all(Option::is_some));
+}
+
 /// Longer than the stall watch's second, with room for a slow machine's timer.
 const STALL_AND_MORE: Duration = Duration::from_millis(1800);
 
