@@ -376,7 +376,8 @@ impl Herd {
     /// that is what ends a flood on a cycle. What became of the line is left in `self.fate`
     /// for the caller's log record. Returns how many one-line links took `ticket` with the
     /// line (and will report it done, see [`Herd::flood_done`]). `sync`: the line came in a
-    /// catch-up, and goes on marked as such.
+    /// catch-up, and goes on marked as such, except to a neighbour that is catching us up
+    /// itself, which it waits for (see `owed`).
     fn learn(
         &mut self,
         report: &Report<'_>,

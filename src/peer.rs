@@ -18,7 +18,7 @@
 //! then is the ticket done (a refused connect, or no close within [`DRAIN_TIMEOUT`], counts
 //! as done too). Draining connections do not hold up the next connect. See `herd`.
 //!
-//! Two more jobs sit here because they are about one neighbour:
+//! Three more jobs sit here because they are about one neighbour:
 //! - **No echoes.** A line is never sent back to the neighbour it came from. To know where a
 //!   line came from, proxy-herd servers append `via=NAME` to the AT lines they forward; a
 //!   link adds that field only once the neighbour has shown it reads it (it sent us a `via=`
@@ -34,6 +34,10 @@
 //!   reading cannot hold the herd; it is caught up when it comes back. A congested server
 //!   also tells the rest of the herd, whose clients then wait too (see `pressure`); the
 //!   notices go to the front of the queue through [`PeerLink::notice`].
+//! - **Held back while it catches us up.** While the neighbour sends us its own catch-up,
+//!   lines of other neighbours' catch-ups wait for it here instead of being sent (it may
+//!   well have them); when its catch-up is over, what it did not show goes to it as a small
+//!   catch-up of its own (see `owed`, [`PeerLink::catch_up_line`]).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;

@@ -139,12 +139,30 @@ impl Drop for Herd {
     }
 }
 
-/// `n` distinct free ports on 127.0.0.1: all are bound to port 0 at once (so the kernel
-/// gives distinct ones), then released for the servers to take.
+/// The ports [`free_ports`] picks from: below Linux's ephemeral range (32768 and up). A port
+/// from that range, found free and released, can be given to one of the herd's own outgoing
+/// connects before the server it was meant for binds it: that server then fails to start.
+const PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// `n` distinct free ports on 127.0.0.1 (all held at once, so they differ, then released for
+/// the servers to take), picked at random from [`PORTS`].
 pub fn free_ports(n: usize) -> Result<Vec<u16>, String> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind port 0: {e}")))
-        .collect::<Result<_, _>>()?;
+    use std::hash::{BuildHasher, RandomState};
+    let random = RandomState::new();
+    let span = u64::from(PORTS.end - PORTS.start);
+    let mut listeners = Vec::with_capacity(n);
+    for attempt in 0..100_000u64 {
+        if listeners.len() == n {
+            break;
+        }
+        let port = PORTS.start + (random.hash_one(attempt) % span) as u16;
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
+            listeners.push(listener);
+        }
+    }
+    if listeners.len() < n {
+        return Err(format!("no {n} free ports in {PORTS:?}"));
+    }
     listeners
         .iter()
         .map(|l| l.local_addr().map(|a| a.port()).map_err(|e| e.to_string()))
