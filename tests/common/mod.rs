@@ -30,13 +30,38 @@ pub const DEFAULT_HERD: &[(&str, &[&str])] = &[
     ("Powell", &[]),
 ];
 
-/// `n` distinct free ports on 127.0.0.1, found by binding port 0 (all held at once, so they
-/// differ, then released for the servers to take), in ascending order: the servers of a
-/// planned herd get ports in the order they are listed, as a grading script's do.
+/// The ports [`free_ports`] hands out: below Linux's ephemeral range (32768 and up). A port
+/// from that range, found free and released, can be given to an outgoing connect (another
+/// test's, or the herd's own links) before the server it was meant for binds it: the server
+/// then fails to start, or a link dialled before its server is up connects to itself.
+const PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// `n` distinct free ports on 127.0.0.1, in ascending order: the servers of a planned herd
+/// get ports in the order they are listed, as a grading script's do. Each is checked free by
+/// binding it (all held at once, then released for the servers to take). They come from
+/// one counter for the whole test binary, starting at a random place in [`PORTS`], so that
+/// tests running side by side never pick the same port.
 pub fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
+    use std::hash::{BuildHasher, RandomState};
+    static NEXT: AtomicUsize = AtomicUsize::new(usize::MAX);
+    let span = usize::from(PORTS.end - PORTS.start);
+    let _ = NEXT.compare_exchange(
+        usize::MAX,
+        RandomState::new().hash_one(std::process::id()) as usize % span,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    let mut listeners = Vec::with_capacity(n);
+    for _ in 0..span {
+        if listeners.len() == n {
+            break;
+        }
+        let port = PORTS.start + (NEXT.fetch_add(1, Ordering::SeqCst) % span) as u16;
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
+            listeners.push(listener);
+        }
+    }
+    assert_eq!(listeners.len(), n, "no {n} free ports in {PORTS:?}");
     let mut ports: Vec<u16> = listeners
         .iter()
         .map(|l| l.local_addr().unwrap().port())
