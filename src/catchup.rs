@@ -10,7 +10,7 @@
 //! A catch-up can also be a given list of lines ([`CatchUp::of_lines`]): what a server held
 //! back from a neighbour while that neighbour caught it up (see `owed`).
 
-use std::sync::Arc;
+use std::rc::Rc;
 
 use crate::store::{Cursor, Locations};
 
@@ -23,7 +23,7 @@ pub struct CatchUp {
     /// Where the next chunk starts in the store (`None`: nothing to read from it).
     cursor: Option<Cursor>,
     /// The chunk being sent.
-    chunk: Vec<Arc<[u8]>>,
+    chunk: Vec<Rc<[u8]>>,
     /// How many clients the store held when the catch-up began.
     size: usize,
     /// The size is still to be told (on the first line).
@@ -42,7 +42,7 @@ impl CatchUp {
     }
 
     /// A catch-up of just these lines.
-    pub fn of_lines(lines: Vec<Arc<[u8]>>) -> CatchUp {
+    pub fn of_lines(lines: Vec<Rc<[u8]>>) -> CatchUp {
         CatchUp {
             cursor: None,
             size: lines.len(),
@@ -57,7 +57,7 @@ impl CatchUp {
     }
 
     /// The next line to send, or `None` when the catch-up is done.
-    pub fn next(&mut self, store: &Locations) -> Option<Arc<[u8]>> {
+    pub fn next(&mut self, store: &Locations) -> Option<Rc<[u8]>> {
         if let (true, Some(cursor)) = (self.chunk.is_empty(), &mut self.cursor) {
             store.read(cursor, CHUNK, &mut self.chunk);
         }
@@ -79,7 +79,7 @@ mod tests {
             panic!("not an AT line");
         };
         assert!(matches!(store.update(&report, &line), Update::Stored(_)));
-        let lines: Vec<Arc<[u8]>> = vec![Arc::from(&b"AT B +0.1 x +1-2 6"[..])];
+        let lines: Vec<Rc<[u8]>> = vec![Rc::from(&b"AT B +0.1 x +1-2 6"[..])];
         let mut catch_up = CatchUp::of_lines(lines.clone());
         assert_eq!(catch_up.announce(), Some(1));
         assert_eq!(catch_up.announce(), None);

@@ -96,6 +96,8 @@ pub struct Client {
     /// herd sends nothing for long stretches, and a dropped link costs a full catch-up when
     /// the neighbour reconnects (found by tests/neighbours.rs).
     pub carries_floods: bool,
+    /// The neighbour (index into the herd's links) whose AT lines name it in `via=`.
+    pub neighbour: Option<usize>,
 }
 
 impl Client {
@@ -114,6 +116,7 @@ impl Client {
             read_later: false,
             last_active: Instant::now(),
             carries_floods: false,
+            neighbour: None,
         }
     }
 

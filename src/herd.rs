@@ -6,6 +6,7 @@
 //! buffer and floods into the links' buffers, and the reactor (`server`) writes them out.
 
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,7 +34,7 @@ struct Waiter {
     /// How many places it wants.
     bound: usize,
     /// The client's AT line when it asked: the first line of the reply.
-    at_line: Arc<[u8]>,
+    at_line: Rc<[u8]>,
 }
 
 /// How long a WHATSAT about a client nobody has reported waits for its location to arrive
@@ -86,6 +87,8 @@ pub struct Herd {
     pub others_busy: bool,
     /// A catch-up line (`sync=1`) was handled since the reactor last looked.
     pub catch_up_seen: bool,
+    /// The neighbour named by the `via=` of the last AT line handled (if any named one).
+    pub last_via: Option<usize>,
     /// Lookups in flight, and who waits for each: identical lookups share one.
     in_flight: HashMap<LookupKey, Vec<Waiter>>,
     /// WHATSATs read this turn, and those about clients not known yet, waiting a moment.
@@ -126,6 +129,7 @@ impl Herd {
             congested: false,
             others_busy: false,
             catch_up_seen: false,
+            last_via: None,
             in_flight: HashMap::new(),
             unknown: Vec::new(),
             held: HashMap::new(),
@@ -200,6 +204,7 @@ impl Herd {
                 if let Some(i) = from {
                     self.links[i].speaks_via = true;
                 }
+                self.last_via = from;
                 timeline::flood_in(&self.name, &at, via);
                 // When it goes on over one-line links, the connection that brought it stays
                 // open (an empty reply held) until those copies are handled: the sender,
@@ -319,6 +324,23 @@ impl Herd {
         };
         self.held.insert(self.next_ticket, held);
         self.next_ticket += 1;
+    }
+
+    /// True when the catch-up that `link` is sending us waits its turn: another neighbour's,
+    /// begun earlier, is still going on. A restarted server is caught up by every neighbour
+    /// at once, each sending all it knows, and mostly the same clients: read side by side,
+    /// the server holds them all only once it has read nearly all of both. Read one after
+    /// the other, it holds them all after the first, and the rest is mostly lines it drops
+    /// as not newer. The one waiting is still read, a trickle a pass (see
+    /// `Server::client_readable`): links are always read, and it carries floods too.
+    pub fn waits_its_turn(&self, link: Option<usize>) -> bool {
+        let Some(mine) = link.and_then(|i| self.links[i].catching_us_up_since()) else {
+            return false;
+        };
+        self.links
+            .iter()
+            .filter_map(PeerLink::catching_us_up_since)
+            .any(|began| began < mine)
     }
 
     /// True while clients must wait: a link of ours is congested, or another server said

@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
-use std::sync::Arc;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::store::client_of;
@@ -30,6 +30,9 @@ pub const QUIET: Duration = Duration::from_secs(1);
 /// What a neighbour that is catching us up has not been sent, and how far its catch-up is.
 #[derive(Debug)]
 pub struct Owed {
+    /// When its catch-up began (its first line came): the first of several catch-ups at
+    /// once is read first (see `Herd::waits_its_turn`).
+    pub began: Instant,
     /// Lines of its catch-up still to come, by the size its first line announced.
     left: u64,
     /// When its last catch-up line came.
@@ -38,7 +41,7 @@ pub struct Owed {
     /// client id: a restarted server holds back up to a million lines per neighbour, and
     /// keys that are numbers are found and moved (as the map grows) without reading each
     /// line from memory again. Two clients with the same hash cannot both be held.
-    lines: HashMap<u64, Arc<[u8]>, BuildHasherDefault<AsIs>>,
+    lines: HashMap<u64, Rc<[u8]>, BuildHasherDefault<AsIs>>,
     /// The (randomly keyed) hash of client ids.
     hasher: RandomState,
 }
@@ -48,6 +51,7 @@ impl Owed {
     /// [`Owed::line_came`], the first one too).
     pub fn new(now: Instant) -> Owed {
         Owed {
+            began: now,
             left: 0,
             last: now,
             lines: HashMap::default(),
@@ -68,7 +72,7 @@ impl Owed {
 
     /// Holds `line`, a line of `client`, back (replacing an older one of the same client).
     /// False when it cannot be held (another client held has the same hash): send it.
-    pub fn hold(&mut self, client: &[u8], line: Arc<[u8]>) -> bool {
+    pub fn hold(&mut self, client: &[u8], line: Rc<[u8]>) -> bool {
         match self.lines.entry(self.hasher.hash_one(client)) {
             Entry::Occupied(held) if client_of(held.get()) != client => false,
             Entry::Occupied(mut held) => {
@@ -100,7 +104,7 @@ impl Owed {
     }
 
     /// The lines still owed.
-    pub fn into_lines(self) -> Vec<Arc<[u8]>> {
+    pub fn into_lines(self) -> Vec<Rc<[u8]>> {
         self.lines.into_values().collect()
     }
 }
@@ -130,8 +134,8 @@ impl Hasher for AsIs {
 mod tests {
     use super::*;
 
-    fn line(text: &str) -> Arc<[u8]> {
-        Arc::from(text.as_bytes())
+    fn line(text: &str) -> Rc<[u8]> {
+        Rc::from(text.as_bytes())
     }
 
     #[test]
@@ -158,7 +162,7 @@ mod tests {
         assert!(owed.hold(b"plum", line("AT B +0.1 plum +1-2 5")));
         owed.shown(b"plum");
         owed.shown(b"fig");
-        let left: Vec<Arc<[u8]>> = owed.into_lines();
+        let left: Vec<Rc<[u8]>> = owed.into_lines();
         assert_eq!(left, vec![line("AT A +0.1 kiwi +1-2 6")]);
     }
 }

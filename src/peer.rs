@@ -41,6 +41,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -199,7 +200,7 @@ pub struct PeerLink {
     one_line: bool,
     /// One-line mode: lines waiting for a connection of their own, oldest first, each with
     /// the ticket of whoever waits for it.
-    pending: VecDeque<(Arc<[u8]>, Option<Ticket>)>,
+    pending: VecDeque<(Rc<[u8]>, Option<Ticket>)>,
     /// Bytes in `pending`, bounded by [`MAX_QUEUE`].
     pending_bytes: usize,
     /// One-line mode: the ticket of the line on the connection open now.
@@ -357,7 +358,7 @@ impl PeerLink {
             return Sent::Overflow;
         }
         self.pending_bytes += line.len();
-        self.pending.push_back((Arc::from(line), ticket));
+        self.pending.push_back((Rc::from(line), ticket));
         Sent::Held
     }
 
@@ -648,7 +649,7 @@ impl PeerLink {
 
     /// Holds `line`, a line of `client`, back from this neighbour until its catch-up ends.
     /// False when it could not be held (send it).
-    pub fn hold_back(&mut self, client: &[u8], line: Arc<[u8]>) -> bool {
+    pub fn hold_back(&mut self, client: &[u8], line: Rc<[u8]>) -> bool {
         self.owed
             .as_mut()
             .is_some_and(|owed| owed.hold(client, line))
@@ -659,6 +660,11 @@ impl PeerLink {
         if let Some(owed) = &mut self.owed {
             owed.shown(client);
         }
+    }
+
+    /// When the neighbour's catch-up to us began, while it goes on.
+    pub fn catching_us_up_since(&self) -> Option<Instant> {
+        self.owed.as_ref().map(|owed| owed.began)
     }
 
     /// When the neighbour's catch-up counts as over if no line of it comes first.
@@ -711,7 +717,7 @@ impl PeerLink {
 }
 
 /// The next line of catch-up `sync`; ends it (`None`) when it is done.
-fn next_sync(sync: &mut Option<CatchUp>, store: &Locations) -> Option<Arc<[u8]>> {
+fn next_sync(sync: &mut Option<CatchUp>, store: &Locations) -> Option<Rc<[u8]>> {
     let line = sync.as_mut()?.next(store);
     if line.is_none() {
         *sync = None;

@@ -58,6 +58,10 @@ const CONGESTED_RECHECK: Duration = Duration::from_millis(1);
 /// 8 reads of 64 KiB, ~5,000 lines: about 10 ms of the loop when a restarted neighbour
 /// passes on its catch-up, while this server's own clients waited.
 pub const LINK_LINES_PER_PASS: usize = 512;
+/// A neighbour's lines handled per pass while its catch-up waits for another's to end (see
+/// `Herd::waits_its_turn`): a thirty-second of the one being read, so that the server
+/// reads one catch-up after the other, and never stops reading a link.
+pub const CATCH_UP_TRICKLE: usize = 16;
 /// Lines of the clients left waiting that one loop turn handles (after the passes its new
 /// events brought) before the loop polls again, so that a client that has just sent a line
 /// waits for a few hundred lines of the others, not for all they have sent: under the
@@ -416,10 +420,12 @@ impl Server {
         if client.lingering_discard {
             return self.discard_input(token);
         }
-        let mut quota = if client.carries_floods {
-            LINK_LINES_PER_PASS
-        } else {
+        let mut quota = if !client.carries_floods {
             LINES_PER_PASS
+        } else if self.herd.waits_its_turn(client.neighbour) {
+            CATCH_UP_TRICKLE
+        } else {
+            LINK_LINES_PER_PASS
         };
         // Lines left over from an earlier turn come first.
         quota -= self.handle_input(token, quota);
@@ -529,6 +535,9 @@ impl Server {
             // A connection that sends AT lines is a neighbour's link (see the idle timeout);
             // it is watched like our own links, so a dead neighbour's one is closed (if the
             // options cannot be set, it is merely left unwatched).
+            if flood {
+                client.neighbour = self.herd.last_via.or(client.neighbour);
+            }
             if flood && !client.carries_floods {
                 client.carries_floods = true;
                 // Flow control: what waits for us on this link should wait in the

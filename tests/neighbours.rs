@@ -595,6 +595,76 @@ fn a_server_caught_up_by_two_neighbours_sends_each_only_what_it_did_not_show() {
     assert!(stored.iter().all(Option::is_some));
 }
 
+#[test]
+fn a_server_caught_up_by_two_neighbours_at_once_reads_one_catch_up_then_the_other() {
+    // Ann and Bea, this test's own, each catch Powell up on 20,000 clients of their own, at
+    // the same time. The catch-up that began first is read at full speed and the other a
+    // trickle, so that Powell holds all the first one knows after reading little more than
+    // its lines (read side by side, it would hold them only after nearly all of both).
+    // Powell's log says in what order it handled them.
+    const N: usize = 20_000;
+    let mut herd = Herd::plan(
+        "oneatatime",
+        &[("Powell", &["Ann", "Bea"]), ("Ann", &[]), ("Bea", &[])],
+        &[],
+    );
+    // Powell's own links to them are taken and read (a link that fails forgets that its
+    // neighbour is catching us up); what comes over them does not matter here.
+    for name in ["Ann", "Bea"] {
+        let listener = TcpListener::bind(herd.addr(name)).unwrap();
+        thread::spawn(move || {
+            let (mut link, _) = listener.accept()?;
+            link.set_read_timeout(Some(PATIENCE))?;
+            std::io::copy(&mut link, &mut std::io::sink())
+        });
+    }
+    herd.start_server("Powell");
+    let time = now_text();
+    let lines = |from: &str| -> String {
+        (0..N)
+            .map(|i| {
+                let size = if i == 0 { N } else { 1 };
+                format!("AT {from} +0.1 {from}{i} +1+2 {time} via={from} sync={size}\n")
+            })
+            .collect()
+    };
+    // Both at once, each from a thread of its own (the writes block while Powell has not
+    // read). A catch-up that pauses for a second counts as over, so no waiting in between.
+    let writers: Vec<_> = ["Ann", "Bea"]
+        .into_iter()
+        .map(|from| {
+            let mut stream = TcpStream::connect(herd.addr("Powell")).unwrap();
+            let lines = lines(from);
+            thread::spawn(move || stream.write_all(lines.as_bytes()))
+        })
+        .collect();
+    for writer in writers {
+        writer.join().unwrap().unwrap();
+    }
+    for from in ["Ann", "Bea"] {
+        let via = format!(" via={from} sync=");
+        eventually(&format!("Powell handled all {from} sent"), || {
+            herd.log("Powell").matches(&via).count() >= N
+        });
+    }
+    // In the order handled: whose catch-up came first, and how much of the other's was
+    // handled before its last line.
+    let log = herd.log("Powell");
+    let order: Vec<bool> = log
+        .lines()
+        .filter(|l| l.contains(" sync="))
+        .map(|l| l.contains(" via=Ann sync="))
+        .collect();
+    let first = order[0];
+    let first_done = order.iter().rposition(|&from| from == first).unwrap();
+    let second_before = order[..first_done].iter().filter(|&&f| f != first).count();
+    assert!(
+        second_before < N / 4,
+        "Powell handled {second_before} of the second catch-up's {N} lines before the \
+         last of the first's"
+    );
+}
+
 /// Longer than the stall watch's second, with room for a slow machine's timer.
 const STALL_AND_MORE: Duration = Duration::from_millis(1800);
 
