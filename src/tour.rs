@@ -242,6 +242,16 @@
 //!   line held back is dropped; when its catch-up ends (the number of lines its first line
 //!   announced, or a second with none, in [`Server::run_timers`]), what is left goes to it
 //!   as a small catch-up of its own ([`PeerLink::catch_up_line`]): only what it lacked.
+//! - **One catch-up at a time.** Those catch-ups are mostly the same clients, so read side
+//!   by side (512 lines a pass each), the restarted server holds everything only once it
+//!   has read nearly all of both: two million lines for a million clients. So the one
+//!   that began first is read at full speed and the others get 16 lines a pass
+//!   ([`Herd::waits_its_turn`], asked in [`Server::client_readable`]); once the first is
+//!   over, the server holds everything, and the rest of the others is mostly lines it
+//!   drops as not newer. A trickle, not a stop: links are always read (a cycle of servers
+//!   each waiting for the next could stall for good), the waiting link carries its live
+//!   floods too, and when the first has nothing to read, passes come fast and the trickle
+//!   is a stream. The bench's `scale-restart` went from 5.1 to 2.4 s.
 //! - **Across the herd.** Holding clients works only where the clients are. Powell, two
 //!   hops from the edge, has none: when it falls behind, the queues toward it grow while
 //!   the edge goes on accepting. So a server that is behind says so to the whole herd with
@@ -433,6 +443,7 @@
 //! [`Server::reap_closed`]: crate::server::Server::reap_closed
 //! [`Server::drain_lookups`]: crate::server::Server::drain_lookups
 //! [`Server::start_connect`]: crate::server::Server::start_connect
+//! [`Server::client_readable`]: crate::server::Server::client_readable
 //! [`Server::link_event`]: crate::server::Server::link_event
 //! [`Server::connect_outcome`]: crate::server::Server::connect_outcome
 //! [`Server::drain_event`]: crate::server::Server::drain_event
@@ -449,6 +460,7 @@
 //! [`Herd::handle_line`]: crate::herd::Herd::handle_line
 //! [`Herd::iamat`]: crate::herd::Herd::iamat
 //! [`Herd::learn`]: crate::herd::Herd::learn
+//! [`Herd::waits_its_turn`]: crate::herd::Herd::waits_its_turn
 //! [`Herd::whatsat`]: crate::herd::Herd::whatsat
 //! [`Herd::flood_done`]: crate::herd::Herd::flood_done
 //! [`Herd::defer_whatsat`]: crate::herd::Herd::defer_whatsat

@@ -658,6 +658,7 @@ fn a_server_caught_up_by_two_neighbours_at_once_reads_one_catch_up_then_the_othe
     let first = order[0];
     let first_done = order.iter().rposition(|&from| from == first).unwrap();
     let second_before = order[..first_done].iter().filter(|&&f| f != first).count();
+    eprintln!("{second_before} of the second catch-up's {N} lines handled before the first's last");
     assert!(
         second_before < N / 4,
         "Powell handled {second_before} of the second catch-up's {N} lines before the \
