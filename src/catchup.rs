@@ -78,7 +78,11 @@ mod tests {
         let Some(Command::At { report, line, .. }) = parse(b"AT A +0.1 c +1-2 5") else {
             panic!("not an AT line");
         };
-        assert!(matches!(store.update(&report, &line), Update::Stored(_)));
+        let key = store.key(report.client);
+        assert!(matches!(
+            store.update(key, &report, &line),
+            Update::Stored(_)
+        ));
         let lines: Vec<Rc<[u8]>> = vec![Rc::from(&b"AT B +0.1 x +1-2 6"[..])];
         let mut catch_up = CatchUp::of_lines(lines.clone());
         assert_eq!(catch_up.announce(), Some(1));

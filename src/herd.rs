@@ -409,14 +409,16 @@ impl Herd {
         sync: bool,
     ) -> usize {
         self.fate.clear();
+        // The client's hash, found once: for the store and for what is held back.
+        let key = self.store.key(report.client);
         // A line of a neighbour's catch-up at least as new as what we know shows that the
         // neighbour has it: nothing is held back for it (see `owed`).
         let shown = |links: &mut Vec<PeerLink>| {
             if let (true, Some(f)) = (sync, from) {
-                links[f].shown(report.client);
+                links[f].shown(key, report.client);
             }
         };
-        let line = match self.store.update(report, at) {
+        let line = match self.store.update(key, report, at) {
             Update::Stored(line) => line,
             other => {
                 if other == Update::Same {
@@ -438,7 +440,7 @@ impl Herd {
                 continue;
             }
             // A neighbour catching us up itself may well have this line (see `owed`).
-            if sync && link.holds_back() && link.hold_back(report.client, line.clone()) {
+            if sync && link.holds_back() && link.hold_back(key, report.client, line.clone()) {
                 if logging {
                     let fate = &mut self.fate;
                     fate.push_str(if fate.is_empty() {

@@ -17,11 +17,11 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use crate::store::client_of;
+use crate::store::{Key, client_of};
 
 /// A neighbour's catch-up that sends no line for this long is taken as over (it may have
 /// lost its link to us half-way, or announced more than it had).
@@ -37,13 +37,12 @@ pub struct Owed {
     left: u64,
     /// When its last catch-up line came.
     last: Instant,
-    /// The lines held back, one per client (the newest we learned), by a hash of the
-    /// client id: a restarted server holds back up to a million lines per neighbour, and
-    /// keys that are numbers are found and moved (as the map grows) without reading each
-    /// line from memory again. Two clients with the same hash cannot both be held.
+    /// The lines held back, one per client (the newest we learned), by the store's hash of
+    /// the client id ([`Key`], found once per line): a restarted server holds back up to a
+    /// million lines per neighbour, and keys that are numbers are found and moved (as the
+    /// map grows) without reading each line from memory again. Two clients with the same
+    /// hash cannot both be held.
     lines: HashMap<u64, Rc<[u8]>, BuildHasherDefault<AsIs>>,
-    /// The (randomly keyed) hash of client ids.
-    hasher: RandomState,
 }
 
 impl Owed {
@@ -55,7 +54,6 @@ impl Owed {
             left: 0,
             last: now,
             lines: HashMap::default(),
-            hasher: RandomState::new(),
         }
     }
 
@@ -72,8 +70,8 @@ impl Owed {
 
     /// Holds `line`, a line of `client`, back (replacing an older one of the same client).
     /// False when it cannot be held (another client held has the same hash): send it.
-    pub fn hold(&mut self, client: &[u8], line: Rc<[u8]>) -> bool {
-        match self.lines.entry(self.hasher.hash_one(client)) {
+    pub fn hold(&mut self, key: Key, client: &[u8], line: Rc<[u8]>) -> bool {
+        match self.lines.entry(key.0) {
             Entry::Occupied(held) if client_of(held.get()) != client => false,
             Entry::Occupied(mut held) => {
                 held.insert(line);
@@ -87,11 +85,11 @@ impl Owed {
     }
 
     /// The neighbour showed that it has the newest line we know of `client`.
-    pub fn shown(&mut self, client: &[u8]) {
+    pub fn shown(&mut self, key: Key, client: &[u8]) {
         if self.lines.is_empty() {
             return;
         }
-        if let Entry::Occupied(held) = self.lines.entry(self.hasher.hash_one(client))
+        if let Entry::Occupied(held) = self.lines.entry(key.0)
             && client_of(held.get()) == client
         {
             held.remove();
@@ -157,11 +155,17 @@ mod tests {
     #[test]
     fn what_the_neighbour_shows_is_no_longer_owed() {
         let mut owed = Owed::new(Instant::now());
-        assert!(owed.hold(b"kiwi", line("AT A +0.1 kiwi +1-2 5")));
-        assert!(owed.hold(b"kiwi", line("AT A +0.1 kiwi +1-2 6")));
-        assert!(owed.hold(b"plum", line("AT B +0.1 plum +1-2 5")));
-        owed.shown(b"plum");
-        owed.shown(b"fig");
+        let store = crate::store::Locations::new();
+        let key = |client: &[u8]| store.key(client);
+        assert!(owed.hold(key(b"kiwi"), b"kiwi", line("AT A +0.1 kiwi +1-2 5")));
+        assert!(owed.hold(key(b"kiwi"), b"kiwi", line("AT A +0.1 kiwi +1-2 6")));
+        assert!(owed.hold(key(b"plum"), b"plum", line("AT B +0.1 plum +1-2 5")));
+        // Another client with a held client's key cannot be held too: it is sent.
+        assert!(!owed.hold(key(b"kiwi"), b"fig", line("AT B +0.1 fig +1-2 5")));
+        owed.shown(key(b"plum"), b"plum");
+        owed.shown(key(b"fig"), b"fig");
+        // Shown under a held client's key, but another client: the held line stays.
+        owed.shown(key(b"kiwi"), b"fig");
         let left: Vec<Rc<[u8]>> = owed.into_lines();
         assert_eq!(left, vec![line("AT A +0.1 kiwi +1-2 6")]);
     }

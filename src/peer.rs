@@ -49,7 +49,7 @@ use crate::auth::HerdKey;
 use crate::catchup::CatchUp;
 use crate::owed::Owed;
 use crate::protocol::{SYNC, VIA};
-use crate::store::Locations;
+use crate::store::{Key, Locations};
 use crate::transport::Transport;
 
 /// The first retry delay after a failed or dropped link.
@@ -649,16 +649,16 @@ impl PeerLink {
 
     /// Holds `line`, a line of `client`, back from this neighbour until its catch-up ends.
     /// False when it could not be held (send it).
-    pub fn hold_back(&mut self, client: &[u8], line: Rc<[u8]>) -> bool {
+    pub fn hold_back(&mut self, key: Key, client: &[u8], line: Rc<[u8]>) -> bool {
         self.owed
             .as_mut()
-            .is_some_and(|owed| owed.hold(client, line))
+            .is_some_and(|owed| owed.hold(key, client, line))
     }
 
     /// The neighbour's catch-up showed it has the newest line we know of `client`.
-    pub fn shown(&mut self, client: &[u8]) {
+    pub fn shown(&mut self, key: Key, client: &[u8]) {
         if let Some(owed) = &mut self.owed {
-            owed.shown(client);
+            owed.shown(key, client);
         }
     }
 

@@ -7,11 +7,12 @@
 //! coordinates on a WHATSAT). Under 200 bytes per client in all (the bench's `scale-1m`),
 //! most of it the line and the map's own slots.
 
-use std::borrow::Borrow;
-use std::collections::HashSet;
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, RandomState};
 use std::ops::Range;
 use std::rc::Rc;
+
+use hashbrown::HashTable;
+use hashbrown::hash_table::Entry;
 
 use crate::protocol::{Coords, Report, Timestamp, check_location, parse_location, parse_time};
 
@@ -73,32 +74,23 @@ impl Record {
     }
 }
 
-// A record is its client id, as far as the set is concerned: looked up by `&[u8]`, hashed
-// and compared as that id (which `Borrow` requires to agree).
-impl Borrow<[u8]> for Record {
-    fn borrow(&self) -> &[u8] {
-        self.client()
-    }
-}
-
-impl Hash for Record {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.client().hash(state);
-    }
-}
-
-impl PartialEq for Record {
-    fn eq(&self, other: &Record) -> bool {
-        self.client() == other.client()
-    }
-}
-
-impl Eq for Record {}
+/// A client id's hash, as the store computes it: found once per line, and used again by
+/// the tables of lines held back from a neighbour (see `owed`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Key(pub u64);
 
 /// Every client's newest record, by client id.
+///
+/// A `hashbrown::HashTable` (the table under std's `HashSet`) rather than a `HashSet`: a
+/// record is found by a hash and a probe, and what to do with it decided there, so an
+/// update costs one hash and one probe where a `HashSet` needs two (`get`, then
+/// `replace`): a sixth of a restarted server's time per line, which its catch-up is bound by.
 #[derive(Debug, Default)]
 pub struct Locations {
-    records: HashSet<Record>,
+    records: HashTable<Record>,
+    /// SipHash with a random key, as std's maps: client ids are chosen by clients, and a
+    /// known hash would let them pick ids that all land in one probe sequence.
+    hasher: RandomState,
 }
 
 impl Locations {
@@ -108,30 +100,43 @@ impl Locations {
     }
 
     /// Stores `line` (a six-field AT line holding `report`, single spaces between fields) if
-    /// it is newer than what is known of the client, comparing client times as numbers.
+    /// it is newer than what is known of the client, comparing client times as numbers;
+    /// `key` is the client's ([`Locations::key`]).
     /// Returns the stored line when it was newer (the caller floods it); otherwise it
     /// changed nothing (the flood stops here), and says whether what is known is just as
     /// new.
-    pub fn update(&mut self, report: &Report<'_>, line: &[u8]) -> Update {
-        if let Some(old) = self.records.get(report.client) {
-            let known = old.when();
-            if known == report.when {
-                return Update::Same;
-            }
-            if known > report.when {
-                return Update::Older;
-            }
-        }
-        // The set finds the record by the id in the line: it must be the report's.
+    pub fn update(&mut self, key: Key, report: &Report<'_>, line: &[u8]) -> Update {
+        // The table finds a record by the id in its line: it must be the report's.
         if client_of(line) != report.client {
             return Update::Older;
         }
-        let record = Record {
-            line: Rc::from(line),
+        let Locations { records, hasher } = self;
+        let rehash = |r: &Record| hasher.hash_one(r.client());
+        let record = match records.entry(key.0, |r| r.client() == report.client, rehash) {
+            Entry::Occupied(known) => {
+                let record = known.into_mut();
+                let when = record.when();
+                if when == report.when {
+                    return Update::Same;
+                }
+                if when > report.when {
+                    return Update::Older;
+                }
+                record.line = Rc::from(line);
+                record
+            }
+            Entry::Vacant(slot) => slot
+                .insert(Record {
+                    line: Rc::from(line),
+                })
+                .into_mut(),
         };
-        let shared = record.line.clone();
-        self.records.replace(record);
-        Update::Stored(shared)
+        Update::Stored(record.line.clone())
+    }
+
+    /// The key of `client` (its hash), for [`Locations::update`] and the tables of `owed`.
+    pub fn key(&self, client: &[u8]) -> Key {
+        Key(self.hasher.hash_one(client))
     }
 
     /// Makes room for `clients` in all (at most [`MOST_ROOM`]), so that storing that many
@@ -141,13 +146,15 @@ impl Locations {
         let clients = usize::try_from(clients)
             .unwrap_or(usize::MAX)
             .min(MOST_ROOM);
-        self.records
-            .reserve(clients.saturating_sub(self.records.len()));
+        let Locations { records, hasher } = self;
+        let more = clients.saturating_sub(records.len());
+        records.reserve(more, |r| hasher.hash_one(r.client()));
     }
 
     /// The record of a client, if any server reported it.
     pub fn get(&self, client: &[u8]) -> Option<&Record> {
-        self.records.get(client)
+        self.records
+            .find(self.key(client).0, |r| r.client() == client)
     }
 
     /// How many clients are known.
@@ -245,6 +252,13 @@ fn field(line: &[u8], n: usize) -> Option<Range<usize>> {
 mod tests {
     use super::*;
     use crate::protocol::{Command, parse};
+    use std::collections::HashSet;
+
+    /// Updates the store, finding the key as the herd does.
+    fn put(store: &mut Locations, r: &Report<'_>, l: &[u8]) -> Update {
+        let key = store.key(r.client);
+        store.update(key, r, l)
+    }
 
     fn at(line: &[u8]) -> (Report<'_>, Vec<u8>) {
         match parse(line) {
@@ -257,13 +271,13 @@ mod tests {
     fn newer_wins_by_number_not_by_string() {
         let mut store = Locations::new();
         let (r, l) = at(b"AT A +0.1 kiwi +34.5-118.25 99.5");
-        assert!(matches!(store.update(&r, &l), Update::Stored(_)));
+        assert!(matches!(put(&mut store, &r, &l), Update::Stored(_)));
         // "100" < "99.5" as strings, but it is newer.
         let (r2, l2) = at(b"AT B +0.1 kiwi +1-2 100");
-        assert_eq!(store.update(&r2, &l2), Update::Stored(Rc::from(&l2[..])));
+        assert_eq!(put(&mut store, &r2, &l2), Update::Stored(Rc::from(&l2[..])));
         // Same time again, or older: nothing changes.
-        assert_eq!(store.update(&r2, &l2), Update::Same);
-        assert_eq!(store.update(&r, &l), Update::Older);
+        assert_eq!(put(&mut store, &r2, &l2), Update::Same);
+        assert_eq!(put(&mut store, &r, &l), Update::Older);
         let rec = store.get(b"kiwi").unwrap();
         assert_eq!(&rec.line[..], &l2[..]);
         assert_eq!(rec.lat_lng_text(), ("1".to_string(), "-2".to_string()));
@@ -283,7 +297,7 @@ mod tests {
     fn store(store: &mut Locations, client: &str, time: u32) {
         let text = format!("AT A +0.1 {client} +1-2 {time}");
         let (r, l) = at(text.as_bytes());
-        store.update(&r, &l);
+        put(store, &r, &l);
     }
 
     /// Reads `store` 7 records at a time, calling `between` after each chunk, and returns
@@ -354,7 +368,7 @@ mod tests {
     fn location_text_without_plus() {
         let mut store = Locations::new();
         let (r, l) = at(b"AT A +0.1 +1+2 +34.068930-118.445127 5");
-        store.update(&r, &l);
+        put(&mut store, &r, &l);
         let rec = store.get(b"+1+2").unwrap();
         assert_eq!(
             rec.lat_lng_text(),
