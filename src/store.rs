@@ -111,8 +111,8 @@ impl Locations {
             return Update::Older;
         }
         let Locations { records, hasher } = self;
-        let rehash = |r: &Record| hasher.hash_one(r.client());
-        let record = match records.entry(key.0, |r| r.client() == report.client, rehash) {
+        let same_client = |r: &Record| r.client() == report.client;
+        let record = match records.entry(key.0, same_client, rehash(hasher)) {
             Entry::Occupied(known) => {
                 let record = known.into_mut();
                 let when = record.when();
@@ -148,7 +148,7 @@ impl Locations {
             .min(MOST_ROOM);
         let Locations { records, hasher } = self;
         let more = clients.saturating_sub(records.len());
-        records.reserve(more, |r| hasher.hash_one(r.client()));
+        records.reserve(more, rehash(hasher));
     }
 
     /// The record of a client, if any server reported it.
@@ -201,6 +201,12 @@ impl Locations {
         // The end: waiting for more would never end while new clients keep coming.
         at.done = read < n;
     }
+}
+
+/// How the table finds a stored record's hash again when it grows: from the id in its line,
+/// with the same hasher as [`Locations::key`].
+fn rehash(hasher: &RandomState) -> impl Fn(&Record) -> u64 + '_ {
+    |r| hasher.hash_one(r.client())
 }
 
 /// What [`Locations::update`] made of a line.
@@ -278,6 +284,19 @@ mod tests {
         // Same time again, or older: nothing changes.
         assert_eq!(put(&mut store, &r2, &l2), Update::Same);
         assert_eq!(put(&mut store, &r, &l), Update::Older);
+        // A line that is not the report's client's is never stored (the table would file
+        // it under the wrong id), whether the client is known or not.
+        let (r3, _) = at(b"AT B +0.1 kiwi +1-2 200");
+        assert_eq!(
+            put(&mut store, &r3, b"AT B +0.1 plum +1-2 200"),
+            Update::Older
+        );
+        let (r4, _) = at(b"AT B +0.1 fig +1-2 200");
+        assert_eq!(
+            put(&mut store, &r4, b"AT B +0.1 plum +1-2 200"),
+            Update::Older
+        );
+        assert!(store.get(b"plum").is_none() && store.get(b"fig").is_none());
         let rec = store.get(b"kiwi").unwrap();
         assert_eq!(&rec.line[..], &l2[..]);
         assert_eq!(rec.lat_lng_text(), ("1".to_string(), "-2".to_string()));
