@@ -20,7 +20,7 @@ use crate::peer::{PeerLink, Sent, Ticket};
 use crate::places::{Provider, Query};
 use crate::pressure::Pressure;
 use crate::protocol::{self, Command, Report, Shown, Skew, Timestamp};
-use crate::store::Update;
+use crate::store::{Seed, Update};
 use crate::timeline;
 use crate::workers::{Done, Job, LookupKey, Pool};
 
@@ -185,6 +185,7 @@ impl Herd {
                 via,
                 tag,
                 sync,
+                seed,
                 ..
             }) => {
                 if let Some(why) = self.admission.refuse_at(&at, tag, report.when) {
@@ -211,10 +212,18 @@ impl Herd {
                 // waiting for our close, learns that the line went on (see `Herd::iamat`).
                 let ticket = (origin == Origin::Accepted).then_some(self.next_ticket);
                 // The first line of a catch-up says how big it is: room for it all at once
-                // (growing the store a doubling at a time rehashes it again and again).
+                // (growing the store a doubling at a time rehashes it again and again). And
+                // with nothing stored yet, this server takes the sender's hash key, to store
+                // the catch-up in the order it comes (see `store::Seed`); only from a
+                // neighbour that named itself.
                 if let Some(size) = sync
                     && size > 1
                 {
+                    if let (Some(seed), Some(f)) = (seed.and_then(Seed::parse), from)
+                        && self.store.adopt(seed)
+                    {
+                        log::info!("store: hashing with {}'s key", self.links[f].name);
+                    }
                     self.store.make_room(size);
                 }
                 // A catch-up line that is news is passed on as part of the catch-up.

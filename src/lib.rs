@@ -25,7 +25,7 @@
 //! | [`auth`] | `--herd-key`: signing and checking AT lines with the herd's secret |
 //! | [`protocol`] | parsing and formatting the wire format, pure functions |
 //! | [`lines`] | splitting a byte stream into capped lines, pure |
-//! | [`store`] | the newest location of every client (a record is its AT line) |
+//! | [`store`] | the newest location of every client (a record is its AT line), and the key of its hash |
 //! | [`json`] | printing places JSON in Google's layout, cutting results to a bound |
 //! | [`workers`] | the places lookup thread pool and its hand-off through the `Waker` |
 //! | [`places`] | the providers: offline dataset (built into the binary), Google legacy and New APIs |

@@ -48,7 +48,7 @@ use std::time::{Duration, Instant};
 use crate::auth::HerdKey;
 use crate::catchup::CatchUp;
 use crate::owed::Owed;
-use crate::protocol::{SYNC, VIA};
+use crate::protocol::{SEED, SYNC, VIA};
 use crate::store::{Key, Locations};
 use crate::transport::Transport;
 
@@ -594,11 +594,14 @@ impl PeerLink {
             return;
         }
         let via = self.speaks_via.then_some(&*self.via_sync_field);
-        // The first line of a catch-up says how big it is: ` via=NAME sync=N`.
+        // The first line of a catch-up says how big it is, and the key of the store's hash
+        // whose order the lines come in: ` via=NAME sync=N seed=HEX`.
         let mut sized = match self.sync.as_mut().and_then(CatchUp::announce) {
             Some(n) if self.speaks_via => {
                 let n = n.to_string();
-                Some([&self.via_field[..], b" ", SYNC, n.as_bytes()].concat())
+                let seed = store.seed().to_string();
+                let (n, seed) = (n.as_bytes(), seed.as_bytes());
+                Some([&self.via_field[..], b" ", SYNC, n, b" ", SEED, seed].concat())
             }
             _ => None,
         };

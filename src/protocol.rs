@@ -266,6 +266,9 @@ pub enum Command<'a> {
         /// Part of a catch-up (a `sync=N` extra field, see [`SYNC`]): `Some(N)`, where `N` is
         /// the size of the catch-up on its first line and 1 on the others.
         sync: Option<u64>,
+        /// The key of the sender's store hash, on the first line of a catch-up (a
+        /// `seed=HEX` extra field, see [`SEED`]), as written.
+        seed: Option<&'a [u8]>,
     },
     /// `BUSY server seq 1|0 [tag=HEX]`: a proxy-herd server is behind, or caught up again
     /// (see `pressure`). Only neighbours send it.
@@ -306,6 +309,12 @@ pub const VIA: &[u8] = b"via=";
 /// so the receiver makes room for them at once (see `catchup`).
 pub const SYNC: &[u8] = b"sync=";
 
+/// The extra AT field by which the first line of a catch-up gives the key of the sender's
+/// store hash, after `sync=N`: `... via=Parker sync=1000000 seed=<32 hex digits>`. The
+/// catch-up comes in the order of the sender's table; a receiver that has nothing stored
+/// takes the key, and stores the catch-up in the order it comes (see `store::Seed`).
+pub const SEED: &[u8] = b"seed=";
+
 /// True when a line's first field is `AT` or `BUSY`: from a neighbour, and handled even
 /// while clients are held back (flow control never stops the herd's own traffic).
 pub fn is_flood(line: &[u8]) -> bool {
@@ -342,6 +351,7 @@ pub fn parse(line: &[u8]) -> Option<Command<'_>> {
                         .and_then(|n| n.parse().ok())
                         .unwrap_or(1)
                 }),
+                seed: extra_field(&f[6..n], SEED),
             })
         }
         (b"BUSY", 4 | 5) => {
@@ -664,6 +674,7 @@ mod tests {
             via,
             tag,
             sync,
+            seed,
         }) =
             parse(b"AT  Alford +0.263873386 kiwi +34.068930-118.445127 1621464827.5 Parker Bolden")
         else {
@@ -675,6 +686,16 @@ mod tests {
         );
         assert_eq!(tag, None);
         assert_eq!(sync, None);
+        assert_eq!(seed, None);
+        assert!(matches!(
+            parse(b"AT A +0.1 kiwi +1+2 3 via=P sync=9 seed=00ff tag=ab"),
+            Some(Command::At {
+                sync: Some(9),
+                seed: Some(b"00ff"),
+                tag: Some(b"ab"),
+                ..
+            })
+        ));
         assert!(matches!(
             parse(b"AT A +0.1 kiwi +1+2 3 via=Parker sync=1"),
             Some(Command::At {

@@ -583,7 +583,9 @@ fn a_server_caught_up_by_two_neighbours_sends_each_only_what_it_did_not_show() {
     }
     // The hundred went as a catch-up of their own, announced by its size.
     assert!(
-        bea_got.iter().any(|l| l.ends_with(" via=Powell sync=100")),
+        bea_got
+            .iter()
+            .any(|l| l.contains(" via=Powell sync=100 seed=")),
         "{:?}",
         &bea_got[..bea_got.len().min(3)]
     );
@@ -593,6 +595,98 @@ fn a_server_caught_up_by_two_neighbours_sends_each_only_what_it_did_not_show() {
     let all: Vec<String> = ann.iter().chain(&bea[..50]).cloned().collect();
     let stored = stored_lines(herd.addr("Powell"), &all).unwrap();
     assert!(stored.iter().all(Option::is_some));
+}
+
+#[test]
+fn a_restarted_server_hashes_with_the_key_of_its_first_catch_up() {
+    // Powell starts empty. Ann (this test's own) catches it up, and her first line gives the
+    // key of her store's hash: Powell takes it, to store her lines in the order they come.
+    // Then Bea catches it up with another key, which Powell, holding Ann's clients, keeps
+    // out of. What shows which key Powell hashes with is its own catch-up: when Bea's link
+    // drops and comes back, Powell owes her one, and its first line gives Powell's key.
+    let mut herd = Herd::plan(
+        "seed",
+        &[("Powell", &["Ann", "Bea"]), ("Ann", &[]), ("Bea", &[])],
+        &[],
+    );
+    let ann_listener = TcpListener::bind(herd.addr("Ann")).unwrap();
+    thread::spawn(move || {
+        let (mut link, _) = ann_listener.accept()?;
+        link.set_read_timeout(Some(PATIENCE))?;
+        std::io::copy(&mut link, &mut std::io::sink())
+    });
+    // Bea takes Powell's first link and drops it when told; the second link's lines are
+    // passed on.
+    let bea_listener = TcpListener::bind(herd.addr("Bea")).unwrap();
+    let (drop_first, dropped) = std::sync::mpsc::channel::<()>();
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
+    thread::spawn(move || {
+        let (first, _) = bea_listener.accept()?;
+        let _ = dropped.recv();
+        drop(first);
+        let (second, _) = bea_listener.accept()?;
+        second.set_read_timeout(Some(PATIENCE))?;
+        for line in BufReader::new(second).lines() {
+            if lines_tx.send(line?).is_err() {
+                break;
+            }
+        }
+        std::io::Result::Ok(())
+    });
+    herd.start_server("Powell");
+    let time = now_text();
+    let catch_up = |from: &str, n: usize, seed: &str| -> String {
+        (0..n)
+            .map(|i| {
+                let first = if i == 0 {
+                    format!("sync={n} seed={seed}")
+                } else {
+                    "sync=1".to_string()
+                };
+                format!("AT {from} +0.1 {from}{i} +1+2 {time} via={from} {first}\n")
+            })
+            .collect()
+    };
+    let handled = |n: usize, from: &str| {
+        let via = format!(" via={from} sync=");
+        eventually(&format!("Powell handled {n} lines from {from}"), || {
+            herd.log("Powell").matches(&via).count() >= n
+        });
+    };
+    let (ann_key, bea_key) = (
+        "0123456789abcdef0011223344556677",
+        "fedcba98765432108899aabbccddeeff",
+    );
+    let mut from_ann = TcpStream::connect(herd.addr("Powell")).unwrap();
+    from_ann
+        .write_all(catch_up("Ann", 100, ann_key).as_bytes())
+        .unwrap();
+    handled(100, "Ann");
+    let mut from_bea = TcpStream::connect(herd.addr("Powell")).unwrap();
+    from_bea
+        .write_all(catch_up("Bea", 5, bea_key).as_bytes())
+        .unwrap();
+    handled(5, "Bea");
+    assert!(herd.log("Powell").contains("store: hashing with Ann's key"));
+    assert!(!herd.log("Powell").contains("store: hashing with Bea's key"));
+    drop_first.send(()).unwrap();
+    // Powell's catch-up to Bea: everything it holds, its first line with Powell's key.
+    let first = loop {
+        let line = lines_rx
+            .recv_timeout(PATIENCE)
+            .expect("Powell sent Bea no catch-up");
+        if line.contains(" sync=") {
+            break line;
+        }
+    };
+    assert!(
+        first.contains(" via=Powell sync=105 seed="),
+        "first catch-up line: {first}"
+    );
+    assert!(
+        first.contains(&format!(" seed={ann_key}")),
+        "Powell hashes with Ann's key: {first}"
+    );
 }
 
 #[test]
