@@ -89,6 +89,10 @@ pub struct Herd {
     pub catch_up_seen: bool,
     /// The neighbour named by the `via=` of the last AT line handled (if any named one).
     pub last_via: Option<usize>,
+    /// When the bytes being handled were read (set by the reactor after each read): the
+    /// time a catch-up line came, for its end ([`owed::QUIET`](crate::owed::QUIET)). Read
+    /// per line, the clock was a tenth of a restarted server's time.
+    pub read_at: Instant,
     /// Lookups in flight, and who waits for each: identical lookups share one.
     in_flight: HashMap<LookupKey, Vec<Waiter>>,
     /// WHATSATs read this turn, and those about clients not known yet, waiting a moment.
@@ -130,6 +134,7 @@ impl Herd {
             others_busy: false,
             catch_up_seen: false,
             last_via: None,
+            read_at: Instant::now(),
             in_flight: HashMap::new(),
             unknown: Vec::new(),
             held: HashMap::new(),
@@ -231,7 +236,7 @@ impl Herd {
                 let waiting = self.learn(&report, &at, from, ticket, sync.is_some());
                 // A line of a neighbour's own catch-up may be its last (see `owed`).
                 if let (Some(size), Some(f)) = (sync, from) {
-                    self.links[f].catch_up_line(size, Instant::now());
+                    self.links[f].catch_up_line(size, self.read_at);
                 }
                 log::info!("conn {} < {}{}", token.0, Shown(line), Fate(&self.fate));
                 if waiting > 0 {

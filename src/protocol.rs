@@ -326,10 +326,26 @@ pub fn is_flood(line: &[u8]) -> bool {
 pub fn parse(line: &[u8]) -> Option<Command<'_>> {
     // At most MAX_FIELDS fields are looked at, so a 10,000-field line is rejected without
     // being collected (only an AT line may have more than four, and its extras are optional).
+    // One pass finds them, and whether the leading ones are one space apart (as every
+    // server writes an AT line: then the stored line borrows them, see `six_fields`).
     let mut f: [&[u8]; MAX_FIELDS] = [&[]; MAX_FIELDS];
-    let mut n = 0;
-    for field in fields(line).take(MAX_FIELDS) {
-        f[n] = field;
+    let (mut n, mut single_spaced, mut i) = (0, 0, 0);
+    while n < MAX_FIELDS {
+        let gap = i;
+        while i < line.len() && is_space(line[i]) {
+            i += 1;
+        }
+        if i == line.len() {
+            break;
+        }
+        if n == 0 || (single_spaced == n && i - gap == 1 && line[gap] == b' ') {
+            single_spaced = n + 1;
+        }
+        let start = i;
+        while i < line.len() && !is_space(line[i]) {
+            i += 1;
+        }
+        f[n] = &line[start..i];
         n += 1;
     }
     match (f[0], n) {
@@ -340,7 +356,7 @@ pub fn parse(line: &[u8]) -> Option<Command<'_>> {
             }
             let report = report(f[3], f[4], f[5])?;
             Some(Command::At {
-                line: six_fields(line, &f[..6]),
+                line: six_fields(line, &f[..6], single_spaced >= 6),
                 server: f[1],
                 report,
                 via: extra_field(&f[6..n], VIA),
@@ -386,24 +402,19 @@ fn extra_field<'a>(extras: &[&'a [u8]], prefix: &[u8]) -> Option<&'a [u8]> {
 }
 
 /// `fields` (subslices of `line`) joined by single spaces. A flooded line already is, up to
-/// its extras: then it is borrowed, not copied (one allocation less per AT line, at every
-/// server, for every line of a flood).
-fn six_fields<'a>(line: &'a [u8], fields: &[&'a [u8]]) -> Cow<'a, [u8]> {
+/// its extras (`single_spaced`: the fields are one space apart): then it is borrowed, not
+/// copied (one allocation less per AT line, at every server, for every line of a flood).
+fn six_fields<'a>(line: &'a [u8], fields: &[&'a [u8]], single_spaced: bool) -> Cow<'a, [u8]> {
     let (Some(first), Some(last)) = (fields.first(), fields.last()) else {
         return Cow::Borrowed(&[]);
     };
+    if !single_spaced {
+        return Cow::Owned(fields.join(&b' '));
+    }
     // Where the fields sit in `line`: from the first one's start to the last one's end.
     let start = first.as_ptr().addr() - line.as_ptr().addr();
     let end = last.as_ptr().addr() - line.as_ptr().addr() + last.len();
-    let span = &line[start..end];
-    // Fields hold no whitespace, so what else the span holds is the separators.
-    let separators = span.len() - fields.iter().map(|f| f.len()).sum::<usize>();
-    let spaces = span.iter().filter(|&&b| b == b' ').count();
-    if separators == fields.len() - 1 && spaces == separators {
-        Cow::Borrowed(span)
-    } else {
-        Cow::Owned(fields.join(&b' '))
-    }
+    Cow::Borrowed(&line[start..end])
 }
 
 /// Validates the three client fields shared by IAMAT and AT.

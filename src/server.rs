@@ -457,6 +457,7 @@ impl Server {
                 Ok(Some(0)) => client.eof = true,
                 Ok(Some(_)) => {
                     client.last_active = Instant::now();
+                    self.herd.read_at = client.last_active;
                     // The records of the lines these bytes hold carry the time they came.
                     logging::tick();
                 }
