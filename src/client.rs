@@ -134,6 +134,13 @@ impl Client {
             && self.input.peek(self.eof).is_some()
     }
 
+    /// True when the client waits for an answer before it sends more: nothing of it is
+    /// unanswered or unwritten, and what it sent is one line. Flow control lets a few such
+    /// lines through while it holds the pipeliners (see `server::SPARSE_PER_TURN`).
+    pub fn sparse(&self) -> bool {
+        self.replies.waiting() == 0 && self.io.backlog() == 0 && self.input.holds_one_line()
+    }
+
     /// True when nothing more will be read, and every reply is written: time to close.
     pub fn finished(&self) -> bool {
         self.input_closed && self.replies.waiting() == 0 && self.io.backlog() == 0

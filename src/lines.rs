@@ -120,6 +120,12 @@ impl LineBuffer {
         }
     }
 
+    /// True when what is buffered is one complete line and nothing more.
+    pub fn holds_one_line(&self) -> bool {
+        let rest = &self.buf[self.start..];
+        memchr(b'\n', rest).is_some_and(|i| i + 1 == rest.len())
+    }
+
     /// At end of input: the last, unterminated line, if any bytes are left (SPEC §2: end of
     /// input ends the last line). Call after [`next_line`](Self::next_line) gave `Incomplete`.
     pub fn finish(&mut self) -> Option<Range<usize>> {

@@ -213,6 +213,13 @@
 //!   connected). Pausing links would deadlock a herd with a cycle (the default herd has one):
 //!   every server waiting for the next to read. A server with no clients to hold (Parker)
 //!   can still queue faster than a neighbour reads; then only its queue bound protects it.
+//! - **Not the sparse clients.** A client with nothing unanswered and one line sent waits
+//!   for each answer before it sends more: it is not what fills the links, and held, its
+//!   one line waited for the links to drain like the pipeliners' thousands. So up to
+//!   [`SPARSE_PER_TURN`] (16) such lines a turn go through while the others are held
+//!   ([`Client::sparse`]), as fq_codel serves a sparse flow ahead of the bulk ones; the
+//!   bound keeps a crowd of one-line clients from undoing the hold. Under the bench's load
+//!   a probe's answer came in 1.2 ms instead of 2.0 (p50; p99 5.8 instead of 8.9).
 //! - **The kernel's share.** What the kernel holds is queue too: bytes written to the socket
 //!   that the neighbour has not taken. Link sockets ask for 128 KiB each way (Linux gives
 //!   twice that), so counting only our buffer hid up to 256 KiB per link that a flood line
@@ -474,6 +481,8 @@
 //! [`Skew::between`]: crate::protocol::Skew::between
 //! [`Locations::update`]: crate::store::Locations::update
 //! [`Locations::adopt`]: crate::store::Locations::adopt
+//! [`SPARSE_PER_TURN`]: crate::server::SPARSE_PER_TURN
+//! [`Client::sparse`]: crate::client::Client::sparse
 //! [`Seed`]: crate::store::Seed
 //! [`PeerLink`]: crate::peer::PeerLink
 //! [`liveness::watch`]: crate::liveness::watch

@@ -126,6 +126,105 @@ fn neighbour_that_never_reads_is_dropped_and_memory_stays_bounded() {
     assert!(grown < RSS_BOUND_KIB, "grew {grown} KiB");
 }
 
+#[test]
+fn a_client_that_waits_for_each_answer_is_served_while_flow_control_holds_the_pipeliners() {
+    // Deaf, Alford's neighbour, is this test's own listener with a small receive buffer: it
+    // accepts Alford's link and never reads, so Alford's queue toward it is soon over the
+    // bound and Alford holds its clients (until the stall watch drops the link, a second
+    // later, and it all begins again). A pipeliner streams IAMATs meanwhile; a second
+    // client sends one IAMAT at a time and waits for each answer. That one is sparse, and
+    // is answered while the pipeliner is held: its ten answers come while the pipeliner's
+    // count of answers stands still. (Held like the pipeliner, each of its lines would wait
+    // for the hold to end, and come back with the pipeliner's next answers.)
+    let mut herd = Herd::plan(
+        "sparse",
+        &[("Alford", &["Deaf"]), ("Deaf", &[])],
+        &["--log-level", "warn"],
+    );
+    let deaf = TcpListener::bind(herd.addr("Deaf")).unwrap();
+    set_receive_buffer(&deaf, 4096);
+    deaf.set_nonblocking(true).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let acceptor = {
+        let stop = Arc::clone(&stop);
+        thread::spawn(move || {
+            let mut held = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                match deaf.accept() {
+                    Ok((s, _)) => held.push(s),
+                    Err(_) => sleep(Duration::from_millis(10)),
+                }
+            }
+        })
+    };
+    herd.start_server("Alford");
+    let addr = herd.addr("Alford");
+    served(addr, "Alford", "warmup");
+    // The pipeliner: 50,000 IAMATs written at once, answers counted as they come.
+    const N: usize = 50_000;
+    let answered = Arc::new(AtomicUsize::new(0));
+    let stream = TcpStream::connect(addr).unwrap();
+    let pipeline = stream.try_clone().unwrap();
+    let pipeliner = {
+        let answered = Arc::clone(&answered);
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        let mut writer = stream.try_clone().unwrap();
+        let time = now_text();
+        let request: String = (0..N)
+            .map(|i| format!("IAMAT pipe{i} +1+2 {time}\n"))
+            .collect();
+        thread::spawn(move || {
+            let sender = thread::spawn(move || writer.write_all(request.as_bytes()));
+            for line in BufReader::new(stream).lines().take(N) {
+                if line.is_err() {
+                    break;
+                }
+                answered.fetch_add(1, Ordering::SeqCst);
+            }
+            // Cut short when the test is done: the write fails then.
+            let _ = sender.join();
+        })
+    };
+    // Held: its count stands still for a while, short of the end.
+    let still = || {
+        let before = answered.load(Ordering::SeqCst);
+        sleep(Duration::from_millis(100));
+        let now = answered.load(Ordering::SeqCst);
+        now == before && now < N
+    };
+    // Up to five tries (the stall watch may drop the link and release the pipeliner in the
+    // middle of one), while the pipeliner has answers to come.
+    let mut sparse = Client::connect(addr);
+    let mut result = Vec::new();
+    let done = || answered.load(Ordering::SeqCst) >= N;
+    for attempt in 0..5 {
+        eventually("Alford holds the pipeliner", || done() || still());
+        if done() {
+            break;
+        }
+        let before = answered.load(Ordering::SeqCst);
+        for k in 0..10 {
+            sparse.send(format!("IAMAT sparse{attempt}.{k} +1+2 {}\n", now_text()).as_bytes());
+            let reply = sparse.line();
+            assert!(reply.starts_with("AT Alford "), "{reply}");
+        }
+        let after = answered.load(Ordering::SeqCst);
+        result.push((before, after));
+        if after == before {
+            break;
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    pipeline.shutdown(Shutdown::Both).unwrap();
+    pipeliner.join().unwrap();
+    acceptor.join().unwrap();
+    eprintln!("pipeliner's answers before and after each try of ten sparse requests: {result:?}");
+    assert!(
+        result.iter().any(|(before, after)| before == after),
+        "every try of ten sparse requests waited for the pipeliner's hold to end: {result:?}"
+    );
+}
+
 /// Streams IAMATs about `ids` to Alford until `during` returns, then checks that every one
 /// was answered and that Bolden ends up holding each client's newest location.
 fn stream_through(herd: &mut Herd, ids: &[String], during: impl FnOnce(&mut Herd)) -> Acks {
