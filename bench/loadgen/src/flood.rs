@@ -40,6 +40,8 @@ pub struct FloodConfig {
 
 pub struct FloodOutcome {
     pub hist: Hist,
+    /// From sending each probe to reading the origin's answer.
+    pub answered: Hist,
     pub lost: u64,
     pub load: Option<(Outcome, Duration)>,
 }
@@ -93,7 +95,9 @@ pub fn run(cfg: FloodConfig, listener: TcpListener) -> Result<FloodOutcome, Stri
     // Probes go one at a time, so that each measures the herd, not the probes before it;
     // under load they all run while the load does.
     let mut hist = Hist::default();
-    let (mut replies, mut totals) = (Vec::new(), Vec::new());
+    // When each probe was answered by the origin (it floods before it answers): the part of
+    // the flood latency spent getting in at the edge.
+    let mut answered = Hist::default();
     let mut lost = 0;
     let probes_end = (Instant::now() + cfg.probe_time).min(deadline);
     for _ in 0..cfg.samples {
@@ -102,10 +106,9 @@ pub fn run(cfg: FloodConfig, listener: TcpListener) -> Result<FloodOutcome, Stri
         }
         let sent_at = Instant::now();
         let seq = probe.send()?;
-        replies.push(sent_at.elapsed().as_micros() as u64);
+        answered.record(sent_at.elapsed().as_nanos() as u64);
         match wait_for_seq(&rx, seq, cfg.expect, LOST_AFTER) {
             Some(arrived) => {
-                totals.push(arrived.saturating_duration_since(sent_at).as_micros() as u64);
                 hist.record(arrived.saturating_duration_since(sent_at).as_nanos() as u64)
             }
             None => {
@@ -118,13 +121,6 @@ pub fn run(cfg: FloodConfig, listener: TcpListener) -> Result<FloodOutcome, Stri
         std::thread::sleep(cfg.gap);
     }
 
-    if cfg.load.is_some() {
-        replies.sort();
-        totals.sort();
-        let q = |v: &Vec<u64>, p: usize| v.get(v.len() * p / 100).copied().unwrap_or(0);
-        let line = format!("reply p50 {} p99 {} | arrive p50 {} p99 {}\n", q(&replies, 50), q(&replies, 99), q(&totals, 50), q(&totals, 99));
-        let _ = std::fs::OpenOptions::new().create(true).append(true).open("/tmp/reply-split.txt").and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes()));
-    }
     let load = load.map(|(handle, control, phases)| {
         let stopped = Instant::now();
         control
@@ -133,7 +129,12 @@ pub fn run(cfg: FloodConfig, listener: TcpListener) -> Result<FloodOutcome, Stri
         let measured = stopped.saturating_duration_since(phases.measure_from);
         (handle.join().unwrap_or_default(), measured)
     });
-    Ok(FloodOutcome { hist, lost, load })
+    Ok(FloodOutcome {
+        hist,
+        answered,
+        lost,
+        load,
+    })
 }
 
 /// A probe seen on a link: its number, when the read that brought it returned, which link.

@@ -348,12 +348,14 @@ fn cmd_flood(a: &Args) -> Result<(), String> {
         None => (0.0, 0),
     };
     println!(
-        "RESULT samples={} lost={} p50_us={:.1} p99_us={:.1} max_us={:.1} load_rate={:.1} load_errors={} peak_rss_kb={}",
+        "RESULT samples={} lost={} p50_us={:.1} p99_us={:.1} max_us={:.1} answer_p50_us={:.1} answer_p99_us={:.1} load_rate={:.1} load_errors={} peak_rss_kb={}",
         h.count(),
         out.lost,
         us(h.quantile(0.5)),
         us(h.quantile(0.99)),
         us(h.max()),
+        us(out.answered.quantile(0.5)),
+        us(out.answered.quantile(0.99)),
         load_rate,
         load_errors,
         procstat::max_kb(&pids, "VmHWM")

@@ -193,6 +193,18 @@ pub fn all(s: &Settings) -> Vec<Scenario> {
             row("p50_us", "p50 (ms)", 0.001, 2),
             row("p99_us", "p99 (ms)", 0.001, 2),
             row("lost", "probes lost", 1.0, 0),
+            row(
+                "answer_p50_us",
+                "the probe answered by the origin, p50 (ms)",
+                0.001,
+                2,
+            ),
+            row(
+                "answer_p99_us",
+                "the probe answered by the origin, p99 (ms)",
+                0.001,
+                2,
+            ),
             row("load_rate", "load replies/s", 1.0, 0),
         ],
     });
