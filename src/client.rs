@@ -138,7 +138,7 @@ impl Client {
     /// unanswered or unwritten, and what it sent is one line. Flow control lets a few such
     /// lines through while it holds the pipeliners (see `server::SPARSE_PER_TURN`).
     pub fn sparse(&self) -> bool {
-        self.replies.waiting() == 0 && self.io.backlog() == 0 && self.input.holds_one_line()
+        self.replies.waiting() == 0 && self.io.backlog() == 0 && self.input.holds_one_line(self.eof)
     }
 
     /// True when nothing more will be read, and every reply is written: time to close.

@@ -120,10 +120,14 @@ impl LineBuffer {
         }
     }
 
-    /// True when what is buffered is one complete line and nothing more.
-    pub fn holds_one_line(&self) -> bool {
+    /// True when what is buffered is one line and nothing more: a complete one, or at end
+    /// of input (`eof`) the unterminated rest.
+    pub fn holds_one_line(&self, eof: bool) -> bool {
         let rest = &self.buf[self.start..];
-        memchr(b'\n', rest).is_some_and(|i| i + 1 == rest.len())
+        match memchr(b'\n', rest) {
+            Some(i) => i + 1 == rest.len(),
+            None => eof && !rest.is_empty(),
+        }
     }
 
     /// At end of input: the last, unterminated line, if any bytes are left (SPEC §2: end of
@@ -203,6 +207,24 @@ mod tests {
             Some(b"IAMAT y".to_vec())
         );
         assert_eq!(b.peek(true), None);
+    }
+
+    #[test]
+    fn one_line_and_nothing_more() {
+        let mut b = LineBuffer::new(100);
+        assert!(!b.holds_one_line(false) && !b.holds_one_line(true), "empty");
+        b.extend(b"IAMAT a");
+        assert!(!b.holds_one_line(false), "not complete yet");
+        assert!(b.holds_one_line(true), "end of input ends it");
+        b.extend(b" +1+2 3\n");
+        assert!(b.holds_one_line(false));
+        b.extend(b"IAMAT b");
+        assert!(
+            !b.holds_one_line(false) && !b.holds_one_line(true),
+            "a second begun"
+        );
+        assert!(matches!(b.next_line(), Next::Line(_)));
+        assert!(b.holds_one_line(true) && !b.holds_one_line(false));
     }
 
     #[test]
