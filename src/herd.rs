@@ -87,8 +87,6 @@ pub struct Herd {
     pub others_busy: bool,
     /// A catch-up line (`sync=1`) was handled since the reactor last looked.
     pub catch_up_seen: bool,
-    /// The neighbour named by the `via=` of the last AT line handled (if any named one).
-    pub last_via: Option<usize>,
     /// When the bytes being handled were read (set by the reactor after each read): the
     /// time a catch-up line came, for its end ([`owed::QUIET`](crate::owed::QUIET)). Read
     /// per line, the clock was a tenth of a restarted server's time.
@@ -113,6 +111,16 @@ pub struct Herd {
     fate: String,
 }
 
+/// What a handled line showed of the connection it came on (see [`Herd::handle_line`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Came {
+    /// Nothing: a client's line, or an invalid one.
+    Other,
+    /// A valid AT or `BUSY` line: the connection is a neighbour's link, and `Some(i)` when
+    /// the line's `via=` named our neighbour `i` (a `BUSY` notice names none).
+    Flood(Option<usize>),
+}
+
 impl Herd {
     /// A herd member with no known locations.
     pub fn new(
@@ -133,7 +141,6 @@ impl Herd {
             congested: false,
             others_busy: false,
             catch_up_seen: false,
-            last_via: None,
             read_at: Instant::now(),
             in_flight: HashMap::new(),
             unknown: Vec::new(),
@@ -148,7 +155,8 @@ impl Herd {
     }
 
     /// Handles one received line (without its line ending). Replies go to `replies`/`out`.
-    /// Returns true when the line was a valid AT: the connection is a neighbour's link.
+    /// Returns what the line showed of its connection: a valid AT or `BUSY` line comes from a
+    /// neighbour's link.
     pub fn handle_line(
         &mut self,
         token: Token,
@@ -156,9 +164,9 @@ impl Herd {
         line: &[u8],
         replies: &mut Replies,
         out: &mut Vec<u8>,
-    ) -> bool {
+    ) -> Came {
         if protocol::is_blank(line) {
-            return false;
+            return Came::Other;
         }
         let command = protocol::parse(line);
         // An AT line's record is written once it is handled, with what became of it (one
@@ -200,7 +208,7 @@ impl Herd {
                     if origin == Origin::Accepted && why == Refusal::NoValidTag {
                         self.invalid(token, line, replies, out);
                     }
-                    return false;
+                    return Came::Other;
                 }
                 // An AT gets no reply; if it is news, it goes on to every neighbour but the
                 // one that sent it. A `via=` field names that neighbour, and shows it reads
@@ -210,7 +218,6 @@ impl Herd {
                 if let Some(i) = from {
                     self.links[i].speaks_via = true;
                 }
-                self.last_via = from;
                 timeline::flood_in(&self.name, &at, via);
                 // When it goes on over one-line links, the connection that brought it stays
                 // open (an empty reply held) until those copies are handled: the sender,
@@ -243,7 +250,7 @@ impl Herd {
                     let seq = replies.reserve();
                     self.hold_reply(token, seq, Vec::new(), waiting);
                 }
-                return true;
+                return Came::Flood(from);
             }
             Some(Command::Busy {
                 server,
@@ -254,7 +261,7 @@ impl Herd {
                 // Only from a connection someone opened to us (a neighbour's link); never
                 // answered, so a server that does not know the word costs nothing.
                 if origin != Origin::Accepted {
-                    return false;
+                    return Came::Other;
                 }
                 let name = String::from_utf8_lossy(server);
                 let notice = crate::pressure::format_notice(&name, seq, busy);
@@ -263,14 +270,14 @@ impl Herd {
                         "conn {}: BUSY notice without the herd's tag ignored",
                         token.0
                     );
-                    return false;
+                    return Came::Other;
                 }
                 let now = Instant::now();
                 if self.pressure.heard(server, seq, busy, now) {
                     self.send_notice(&notice);
                 }
                 self.note_pressure(now);
-                return true;
+                return Came::Flood(None);
             }
             Some(Command::WhatsAt {
                 client,
@@ -286,7 +293,7 @@ impl Herd {
                 token.0
             ),
         }
-        false
+        Came::Other
     }
 
     /// IAMAT: answer with a fresh AT line; store and flood it if it is news. The flood is

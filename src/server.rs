@@ -23,7 +23,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::auth::Admission;
 use crate::client::Client;
-use crate::herd::{Herd, Origin};
+use crate::herd::{Came, Herd, Origin};
 use crate::lines::Next;
 use crate::liveness;
 use crate::logging::{self, trace};
@@ -541,7 +541,7 @@ impl Server {
                 Next::Incomplete => break,
             };
             handled += 1;
-            let flood = self.herd.handle_line(
+            let came = self.herd.handle_line(
                 token,
                 Origin::Accepted,
                 client.input.get(range),
@@ -551,10 +551,11 @@ impl Server {
             // A connection that sends AT lines is a neighbour's link (see the idle timeout);
             // it is watched like our own links, so a dead neighbour's one is closed (if the
             // options cannot be set, it is merely left unwatched).
-            if flood {
-                client.neighbour = self.herd.last_via.or(client.neighbour);
-            }
-            if flood && !client.carries_floods {
+            let Came::Flood(via) = came else {
+                continue;
+            };
+            client.neighbour = via.or(client.neighbour);
+            if !client.carries_floods {
                 client.carries_floods = true;
                 // Flow control: what waits for us on this link should wait in the
                 // neighbour's queue, where it holds its clients back, not in our kernel.
