@@ -28,24 +28,9 @@ fn neighbour_that_never_reads_is_dropped_and_memory_stays_bounded() {
         &["--log-level", "warn"],
     );
     let deaf = TcpListener::bind(herd.addr("Deaf")).unwrap();
-    deaf.set_nonblocking(true).unwrap();
     let accepted = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));
-    let acceptor = {
-        let (accepted, stop) = (Arc::clone(&accepted), Arc::clone(&stop));
-        thread::spawn(move || {
-            let mut held = Vec::new();
-            while !stop.load(Ordering::SeqCst) {
-                match deaf.accept() {
-                    Ok((s, _)) => {
-                        held.push(s);
-                        accepted.fetch_add(1, Ordering::SeqCst);
-                    }
-                    Err(_) => sleep(Duration::from_millis(10)),
-                }
-            }
-        })
-    };
+    let acceptor = never_read(deaf, Arc::clone(&accepted), Arc::clone(&stop));
     herd.start_server("Alford");
     let addr = herd.addr("Alford");
     let pid = herd.pid("Alford");
@@ -143,20 +128,8 @@ fn a_client_that_waits_for_each_answer_is_served_while_flow_control_holds_the_pi
     );
     let deaf = TcpListener::bind(herd.addr("Deaf")).unwrap();
     set_receive_buffer(&deaf, 4096);
-    deaf.set_nonblocking(true).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
-    let acceptor = {
-        let stop = Arc::clone(&stop);
-        thread::spawn(move || {
-            let mut held = Vec::new();
-            while !stop.load(Ordering::SeqCst) {
-                match deaf.accept() {
-                    Ok((s, _)) => held.push(s),
-                    Err(_) => sleep(Duration::from_millis(10)),
-                }
-            }
-        })
-    };
+    let acceptor = never_read(deaf, Arc::new(AtomicUsize::new(0)), Arc::clone(&stop));
     herd.start_server("Alford");
     let addr = herd.addr("Alford");
     served(addr, "Alford", "warmup");
@@ -223,6 +196,28 @@ fn a_client_that_waits_for_each_answer_is_served_while_flow_control_holds_the_pi
         result.iter().any(|(before, after)| before == after),
         "every try of ten sparse requests waited for the pipeliner's hold to end: {result:?}"
     );
+}
+
+/// A neighbour that never reads: accepts every connection on `listener` (counting them in
+/// `accepted`) and keeps it open, unread, until `stop`.
+fn never_read(
+    listener: TcpListener,
+    accepted: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+) -> thread::JoinHandle<()> {
+    listener.set_nonblocking(true).unwrap();
+    thread::spawn(move || {
+        let mut held = Vec::new();
+        while !stop.load(Ordering::SeqCst) {
+            match listener.accept() {
+                Ok((s, _)) => {
+                    held.push(s);
+                    accepted.fetch_add(1, Ordering::SeqCst);
+                }
+                Err(_) => sleep(Duration::from_millis(10)),
+            }
+        }
+    })
 }
 
 /// Streams IAMATs about `ids` to Alford until `during` returns, then checks that every one
