@@ -16,9 +16,10 @@ use crate::auth::{Admission, Refusal};
 use crate::client::{Client, Replies};
 use crate::json::{self, Prepared};
 use crate::logging::trace;
+use crate::pace::Pace;
 use crate::peer::{PeerLink, Sent, Ticket};
 use crate::places::{Provider, Query};
-use crate::pressure::Pressure;
+use crate::pressure::{Lateness, Pressure, Strain};
 use crate::protocol::{self, Command, Report, Shown, Skew, Timestamp};
 use crate::store::{Seed, Update};
 use crate::timeline;
@@ -85,12 +86,20 @@ pub struct Herd {
     pub pressure: Pressure,
     /// Another server's `BUSY` notice holds our clients (refreshed each turn).
     pub others_busy: bool,
+    /// Another server's notice says its floods come late: our clients are paced.
+    pub others_late: bool,
+    /// How fast our clients' lines are taken while the herd is behind (see `pace`).
+    pub pace: Pace,
     /// A catch-up line (`sync=1`) was handled since the reactor last looked.
     pub catch_up_seen: bool,
     /// When the bytes being handled were read (set by the reactor after each read): the
     /// time a catch-up line came, for its end ([`owed::QUIET`](crate::owed::QUIET)). Read
     /// per line, the clock was a tenth of a restarted server's time.
     pub read_at: Instant,
+    /// The same, by the real-time clock (nanoseconds since the epoch): a flood's age.
+    pub read_wall: i128,
+    /// How late floods reach this server (see `pressure::Lateness`).
+    pub lateness: Lateness,
     /// Lookups in flight, and who waits for each: identical lookups share one.
     in_flight: HashMap<LookupKey, Vec<Waiter>>,
     /// WHATSATs read this turn, and those about clients not known yet, waiting a moment.
@@ -140,8 +149,12 @@ impl Herd {
             overflowed: Vec::new(),
             congested: false,
             others_busy: false,
+            others_late: false,
+            pace: Pace::default(),
             catch_up_seen: false,
             read_at: Instant::now(),
+            read_wall: crate::protocol::Timestamp::now().as_nanos(),
+            lateness: Lateness::default(),
             in_flight: HashMap::new(),
             unknown: Vec::new(),
             held: HashMap::new(),
@@ -238,6 +251,13 @@ impl Herd {
                     }
                     self.store.make_room(size);
                 }
+                // How old the flood is (a catch-up's lines are old by design): copies that
+                // took a longer way count too, but only the least age of an interval does.
+                if sync.is_none()
+                    && let Some((origin, began)) = crate::protocol::flood_began(&at, report.when)
+                {
+                    self.lateness.seen(origin, self.read_wall - began);
+                }
                 // A catch-up line that is news is passed on as part of the catch-up.
                 self.catch_up_seen |= sync.is_some();
                 let waiting = self.learn(&report, &at, from, ticket, sync.is_some());
@@ -255,16 +275,17 @@ impl Herd {
             Some(Command::Busy {
                 server,
                 seq,
-                busy,
+                level,
                 tag,
             }) => {
+                let strain = Strain::from_digit(level);
                 // Only from a connection someone opened to us (a neighbour's link); never
                 // answered, so a server that does not know the word costs nothing.
                 if origin != Origin::Accepted {
                     return Came::Other;
                 }
                 let name = String::from_utf8_lossy(server);
-                let notice = crate::pressure::format_notice(&name, seq, busy);
+                let notice = crate::pressure::format_notice(&name, seq, strain);
                 if self.admission.refuse_notice(&notice, tag) {
                     log::warn!(
                         "conn {}: BUSY notice without the herd's tag ignored",
@@ -273,7 +294,7 @@ impl Herd {
                     return Came::Other;
                 }
                 let now = Instant::now();
-                if self.pressure.heard(server, seq, busy, now) {
+                if self.pressure.heard(server, seq, strain, now) {
                     self.send_notice(&notice);
                 }
                 self.note_pressure(now);
@@ -364,14 +385,15 @@ impl Herd {
             .any(|began| began < mine)
     }
 
-    /// True while clients must wait: a link of ours is congested, or another server said
-    /// it is behind (flow control).
+    /// True while clients must wait: a link of ours is congested, another server said it is
+    /// behind, or the pace set while floods come late allows no more lines yet (flow
+    /// control).
     pub fn holds_clients(&self) -> bool {
-        self.congested || self.others_busy
+        self.congested || self.others_busy || !self.pace.has_room()
     }
 
-    /// Notes whether another server's `BUSY` notice holds our clients now, and logs when
-    /// that changes.
+    /// Notes whether another server's `BUSY` notice holds or slows our clients now, and logs
+    /// when that changes.
     pub fn note_pressure(&mut self, now: Instant) {
         let holder = self.pressure.holder(now);
         match (holder, self.others_busy) {
@@ -380,6 +402,13 @@ impl Herd {
             _ => {}
         }
         self.others_busy = holder.is_some();
+        let slower = self.pressure.slower(now);
+        match (slower, self.others_late) {
+            (Some(name), false) => log::info!("clients paced: floods reach {} late", Shown(name)),
+            (None, true) => log::info!("clients no longer paced: floods are on time"),
+            _ => {}
+        }
+        self.others_late = slower.is_some();
     }
 
     /// Puts a `BUSY` notice (ours, or one passed on) at the front of every link to a

@@ -19,7 +19,8 @@
 //! | [`peer`] | a link to one neighbour: connect, queue, catch-up, backoff, one line per connection |
 //! | [`catchup`] | what a catch-up still owes a neighbour: the store, a chunk at a time |
 //! | [`owed`] | catch-up lines held back from a neighbour that is catching us up itself |
-//! | [`pressure`] | `BUSY` notices: the edge holds its clients while a server further in is behind |
+//! | [`pressure`] | `BUSY` notices: a server further in is behind, or its floods come late |
+//! | [`pace`] | how fast the edge takes its clients' lines while the herd is behind |
 //! | [`liveness`] | TCP keepalive and `TCP_USER_TIMEOUT` on links: noticing a dead neighbour |
 //! | [`herd`] | what a line does: IAMAT, AT, WHATSAT, flooding, lookups in flight |
 //! | [`auth`] | `--herd-key`: signing and checking AT lines with the herd's secret |
@@ -56,6 +57,7 @@ pub mod lines;
 pub mod liveness;
 pub mod logging;
 pub mod owed;
+pub mod pace;
 pub mod peer;
 pub mod places;
 pub mod pressure;

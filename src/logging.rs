@@ -71,8 +71,10 @@ thread_local! {
 
 /// Called by the loop when `poll` returns and after each read: this thread's records until
 /// the next call carry this time.
-pub fn tick() {
-    TURN_CLOCK.set(Some(wall_clock()));
+pub fn tick() -> Duration {
+    let now = wall_clock();
+    TURN_CLOCK.set(Some(now));
+    now
 }
 
 /// The real-time clock, as time since the Unix epoch.

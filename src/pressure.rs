@@ -60,10 +60,10 @@ pub const MAX_NAME: usize = 64;
 pub struct Pressure {
     /// This server's name.
     me: String,
-    /// Whether this server said it is busy, and when it said so last.
-    said: Option<(bool, Instant)>,
-    /// Whether it was busy when last asked (which it says once [`GAP`] is over), and when.
-    busy: (bool, Instant),
+    /// What this server said last, and when.
+    said: Option<(Strain, Instant)>,
+    /// What it was when last asked (which it says once [`GAP`] is over), and when.
+    busy: (Strain, Instant),
     /// The number of this server's last notice.
     seq: u64,
     /// Other servers' last notices, by name.
@@ -74,7 +74,9 @@ pub struct Pressure {
 #[derive(Debug)]
 struct Heard {
     seq: u64,
-    /// Busy since when (`None`: clear).
+    /// What it said.
+    strain: Strain,
+    /// Behind or late since when (`None`: clear).
     since: Option<Instant>,
     /// When the last busy notice lapses.
     until: Instant,
@@ -86,37 +88,39 @@ impl Pressure {
         Pressure {
             me: me.to_string(),
             said: None,
-            busy: (false, Instant::now()),
+            busy: (Strain::Clear, Instant::now()),
             seq: 0,
             others: HashMap::new(),
         }
     }
 
-    /// This server is (or is not) busy now. Returns the notice to send, if one is due: on a
-    /// change, and every [`REPEAT`] while busy.
-    pub fn own(&mut self, busy: bool, now: Instant) -> Option<Vec<u8>> {
-        self.busy = (busy, now);
+    /// This server is behind, late, or neither now. Returns the notice to send, if one is
+    /// due: on a change, and every [`REPEAT`] while behind or late.
+    pub fn own(&mut self, strain: Strain, now: Instant) -> Option<Vec<u8>> {
+        let busy = strain != Strain::Clear;
+        self.busy = (strain, now);
         let due = match self.said {
             None => busy,
             // An all-clear goes at once (the herd waits for it); a busy notice no sooner
             // than GAP after the last notice, and again every REPEAT.
             Some((was, at)) => {
-                (was != busy && (!busy || now >= at + GAP)) || (busy && now >= at + REPEAT)
+                (was != strain && (!busy || now >= at + GAP)) || (busy && now >= at + REPEAT)
             }
         };
         if !due {
             return None;
         }
-        self.said = Some((busy, now));
+        self.said = Some((strain, now));
         let micros = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as u64);
         self.seq = micros.max(self.seq + 1);
-        Some(format_notice(&self.me, self.seq, busy))
+        Some(format_notice(&self.me, self.seq, strain))
     }
 
     /// A notice from `server` came in. Returns true when it is news (pass it on).
-    pub fn heard(&mut self, server: &[u8], seq: u64, busy: bool, now: Instant) -> bool {
+    pub fn heard(&mut self, server: &[u8], seq: u64, strain: Strain, now: Instant) -> bool {
+        let busy = strain != Strain::Clear;
         let known = self.others.get(server);
         let room = known.is_some() || self.others.len() < MAX_SERVERS;
         if server == self.me.as_bytes() || server.len() > MAX_NAME || !room {
@@ -131,6 +135,7 @@ impl Pressure {
         };
         let heard = Heard {
             seq,
+            strain,
             since,
             until: now + LAPSE,
         };
@@ -138,10 +143,22 @@ impl Pressure {
         true
     }
 
-    /// A server whose busy notice holds this server's clients now, if any.
+    /// A server that said it is behind, whose notice holds this server's clients now, if
+    /// any.
     pub fn holder(&self, now: Instant) -> Option<&[u8]> {
-        let mut busy = self.others.iter().filter(|(_, h)| h.holds(now));
-        busy.next().map(|(name, _)| name.as_slice())
+        self.saying(Strain::Behind, now)
+    }
+
+    /// A server that said its floods come late, whose notice slows this server's clients
+    /// now (see `pace`), if any.
+    pub fn slower(&self, now: Instant) -> Option<&[u8]> {
+        self.saying(Strain::Late, now)
+    }
+
+    fn saying(&self, strain: Strain, now: Instant) -> Option<&[u8]> {
+        let mut them = self.others.iter();
+        let mut it = them.find(|(_, h)| h.strain == strain && h.holds(now));
+        it.take().map(|(name, _)| name.as_slice())
     }
 
     /// When the answer of [`Pressure::holder`] may change by itself, or this
@@ -155,7 +172,7 @@ impl Pressure {
         let (busy, asked) = self.busy;
         let repeat = match self.said {
             Some((said, at)) if said != busy => Some(at + GAP),
-            Some((true, at)) => Some((at + REPEAT).min(asked + GAP)),
+            Some((Strain::Behind | Strain::Late, at)) => Some((at + REPEAT).min(asked + GAP)),
             _ => None,
         };
         let lapses = self.others.values().filter_map(|h| {
@@ -173,9 +190,141 @@ impl Heard {
     }
 }
 
-/// `BUSY NAME SEQ 1|0`, without a line ending.
-pub fn format_notice(server: &str, seq: u64, busy: bool) -> Vec<u8> {
-    format!("BUSY {server} {seq} {}", u8::from(busy)).into_bytes()
+/// How long floods take to reach this server, beyond the least they have taken lately:
+/// the herd's queues, measured where it matters (a flood's age is what a WHATSAT here
+/// answers with). A server whose floods come late says it is busy, like one whose link
+/// queue is long, so the edge takes updates only as fast as the herd spreads them.
+///
+/// A flood's age is the time now less when its origin received the IAMAT (the client's
+/// time plus the AT line's skew). Servers' clocks differ by a constant, so the age is
+/// taken over the least age seen from the same origin in the last [`BASE_WINDOW`] or the
+/// one before (LEDBAT's base delay): what is left is queueing. Within each [`INTERVAL`]
+/// the least of those counts (CoDel's idea: a queue that never empties in an interval is
+/// standing, a burst that drains is not); over [`TARGET`], the server is late.
+#[derive(Debug)]
+pub struct Lateness {
+    /// Per origin server, the least age seen (ns) in this base window and the last.
+    base: HashMap<Vec<u8>, (i128, i128)>,
+    /// When this base window began.
+    window_since: Instant,
+    /// The least queueing seen this interval (ns), if any flood came, and how many came.
+    least: Option<i128>,
+    /// How many floods came this interval.
+    count: usize,
+    /// When this interval began.
+    interval_since: Instant,
+    /// How many intervals in a row the floods came late.
+    late_intervals: u32,
+}
+
+/// See [`Lateness`].
+pub const INTERVAL: Duration = Duration::from_millis(10);
+/// See [`Lateness`].
+pub const TARGET: Duration = Duration::from_millis(5);
+/// Fewer floods than this in an interval are no queue, whatever their age: on a quiet
+/// herd an age is the scheduler's noise (fifty servers on two cores), and a server that
+/// said it is busy for it slowed the herd for nothing.
+pub const MIN_FLOODS: usize = 16;
+/// Late this many intervals in a row: a standing queue. One late interval is as often
+/// the scheduler's noise: on fifty servers sharing two cores, each was late in one
+/// interval of thirty at a few hundred IAMATs a second, so one of the fifty nearly always
+/// was, and the herd slowed to nothing.
+pub const LATE_INTERVALS: u32 = 3;
+/// See [`Lateness`].
+pub const BASE_WINDOW: Duration = Duration::from_secs(10);
+
+impl Default for Lateness {
+    fn default() -> Self {
+        let now = Instant::now();
+        Lateness {
+            base: HashMap::new(),
+            window_since: now,
+            least: None,
+            count: 0,
+            interval_since: now,
+            late_intervals: 0,
+        }
+    }
+}
+
+impl Lateness {
+    /// A new flood line came from `origin`, `age` nanoseconds after it began.
+    pub fn seen(&mut self, origin: &[u8], age: i128) {
+        if !self.base.contains_key(origin) {
+            if origin.len() > MAX_NAME || self.base.len() >= MAX_SERVERS {
+                return;
+            }
+            self.base.insert(origin.to_vec(), (i128::MAX, i128::MAX));
+        }
+        let Some(base) = self.base.get_mut(origin) else {
+            return;
+        };
+        base.0 = base.0.min(age);
+        // Queueing up to the time the way itself takes (or TARGET, if more) is allowed: on
+        // fifty servers sharing two cores a flood's way is milliseconds of waiting for the
+        // scheduler even on a quiet herd.
+        let queued = age - base.0.min(base.1) - TARGET.as_nanos() as i128;
+        self.least = Some(self.least.map_or(queued, |l| l.min(queued)));
+        self.count += 1;
+    }
+
+    /// Whether floods come late, judged once per [`INTERVAL`] (an interval with no flood
+    /// is not late).
+    pub fn judge(&mut self, now: Instant) -> bool {
+        if now >= self.interval_since + INTERVAL {
+            let queued = self.least.take().filter(|_| self.count >= MIN_FLOODS);
+            self.late_intervals = match queued {
+                Some(q) if q > 0 => self.late_intervals.saturating_add(1),
+                _ => 0,
+            };
+            self.count = 0;
+            self.interval_since = now;
+        }
+        if now >= self.window_since + BASE_WINDOW {
+            for b in self.base.values_mut() {
+                *b = (i128::MAX, b.0);
+            }
+            self.window_since = now;
+        }
+        self.late_intervals >= LATE_INTERVALS
+    }
+}
+
+/// What a server says of itself in its notices (the fourth field).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strain {
+    /// `0`: neither of the others (any more).
+    Clear,
+    /// `1`: a link's queue is over its bound; the herd holds its clients.
+    Behind,
+    /// `2`: floods reach this server late (see [`Lateness`]); the herd slows its clients
+    /// (see `pace`).
+    Late,
+}
+
+impl Strain {
+    /// The notice's digit for it.
+    pub fn digit(self) -> u8 {
+        match self {
+            Strain::Clear => 0,
+            Strain::Behind => 1,
+            Strain::Late => 2,
+        }
+    }
+
+    /// From a notice's digit (`parse` checked it is 0, 1 or 2).
+    pub fn from_digit(digit: u8) -> Strain {
+        match digit {
+            1 => Strain::Behind,
+            2 => Strain::Late,
+            _ => Strain::Clear,
+        }
+    }
+}
+
+/// `BUSY NAME SEQ 0|1|2`, without a line ending.
+pub fn format_notice(server: &str, seq: u64, strain: Strain) -> Vec<u8> {
+    format!("BUSY {server} {seq} {}", strain.digit()).into_bytes()
 }
 
 #[cfg(test)]
@@ -187,14 +336,14 @@ mod tests {
         let mut p = Pressure::new("Powell");
         let t = Instant::now();
         assert_eq!(
-            p.own(false, t),
+            p.own(Strain::Clear, t),
             None,
             "clear from the start: nothing to say"
         );
-        let first = p.own(true, t).expect("busy: say so");
+        let first = p.own(Strain::Behind, t).expect("busy: say so");
         assert!(first.starts_with(b"BUSY Powell ") && first.ends_with(b" 1"));
-        assert_eq!(p.own(true, t + REPEAT / 2), None);
-        let again = p.own(true, t + REPEAT).expect("repeated");
+        assert_eq!(p.own(Strain::Behind, t + REPEAT / 2), None);
+        let again = p.own(Strain::Behind, t + REPEAT).expect("repeated");
         assert!(
             again > first || again.len() > first.len(),
             "numbered upward"
@@ -204,10 +353,12 @@ mod tests {
             Some(t + REPEAT + GAP),
             "look again while busy"
         );
-        let clear = p.own(false, t + REPEAT).expect("clear: said at once");
+        let clear = p
+            .own(Strain::Clear, t + REPEAT)
+            .expect("clear: said at once");
         assert!(clear.ends_with(b" 0"));
         assert_eq!(
-            p.own(true, t + REPEAT),
+            p.own(Strain::Behind, t + REPEAT),
             None,
             "busy again: too soon after the last"
         );
@@ -216,9 +367,9 @@ mod tests {
             Some(t + REPEAT + GAP),
             "said once the gap is over"
         );
-        assert!(p.own(true, t + REPEAT + GAP).is_some());
-        assert!(p.own(false, t + REPEAT + GAP).is_some());
-        assert_eq!(p.own(false, t + REPEAT * 5), None);
+        assert!(p.own(Strain::Behind, t + REPEAT + GAP).is_some());
+        assert!(p.own(Strain::Clear, t + REPEAT + GAP).is_some());
+        assert_eq!(p.own(Strain::Clear, t + REPEAT * 5), None);
         assert_eq!(p.deadline(t), None);
     }
 
@@ -226,15 +377,18 @@ mod tests {
     fn others_hold_until_clear_lapse_or_max_hold() {
         let mut p = Pressure::new("Hamilton");
         let t = Instant::now();
-        assert!(p.heard(b"Powell", 10, true, t));
-        assert!(!p.heard(b"Powell", 10, true, t), "not newer: not passed on");
-        assert!(!p.heard(b"Powell", 9, false, t), "older: ignored");
+        assert!(p.heard(b"Powell", 10, Strain::Behind, t));
+        assert!(
+            !p.heard(b"Powell", 10, Strain::Behind, t),
+            "not newer: not passed on"
+        );
+        assert!(!p.heard(b"Powell", 9, Strain::Clear, t), "older: ignored");
         assert!(p.holder(t).is_some());
         // Clear.
-        assert!(p.heard(b"Powell", 11, false, t));
+        assert!(p.heard(b"Powell", 11, Strain::Clear, t));
         assert!(p.holder(t).is_none());
         // Busy, never repeated: it lapses, and nothing is left to wake for.
-        assert!(p.heard(b"Powell", 12, true, t));
+        assert!(p.heard(b"Powell", 12, Strain::Behind, t));
         assert_eq!(p.deadline(t), Some(t + LAPSE));
         assert!(p.holder(t + LAPSE).is_none());
         assert_eq!(p.deadline(t + LAPSE), None);
@@ -242,22 +396,22 @@ mod tests {
         let mut seq = 13;
         let mut now = t;
         while now < t + MAX_HOLD {
-            assert!(p.heard(b"Powell", seq, true, now));
+            assert!(p.heard(b"Powell", seq, Strain::Behind, now));
             assert_eq!(p.holder(now).is_some(), now < t + MAX_HOLD, "{now:?}");
             seq += 1;
             now += REPEAT;
         }
         assert!(p.holder(t + MAX_HOLD).is_none());
         // Our own name coming back is not news.
-        assert!(!p.heard(b"Hamilton", 99, true, t));
+        assert!(!p.heard(b"Hamilton", 99, Strain::Behind, t));
         // Made-up names: bounded in length and in number.
-        assert!(!p.heard(&[b'x'; MAX_NAME + 1], 1, true, t));
+        assert!(!p.heard(&[b'x'; MAX_NAME + 1], 1, Strain::Behind, t));
         for i in 0..MAX_SERVERS * 2 {
-            p.heard(format!("s{i}").as_bytes(), 1, false, t);
+            p.heard(format!("s{i}").as_bytes(), 1, Strain::Clear, t);
         }
         assert_eq!(p.others.len(), MAX_SERVERS);
         assert!(
-            p.heard(b"Powell", 1000, false, t),
+            p.heard(b"Powell", 1000, Strain::Clear, t),
             "a known server is still heard"
         );
     }

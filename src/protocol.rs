@@ -270,15 +270,15 @@ pub enum Command<'a> {
         /// `seed=HEX` extra field, see [`SEED`]), as written.
         seed: Option<&'a [u8]>,
     },
-    /// `BUSY server seq 1|0 [tag=HEX]`: a proxy-herd server is behind, or caught up again
-    /// (see `pressure`). Only neighbours send it.
+    /// `BUSY server seq 1|2|0 [tag=HEX]`: a proxy-herd server is behind, or its floods come
+    /// late, or neither any more (see `pressure`). Only neighbours send it.
     Busy {
         /// The server the notice is about.
         server: &'a [u8],
         /// The notice's number: a newer one replaces an older one.
         seq: u64,
-        /// Behind (true) or caught up.
-        busy: bool,
+        /// 1: behind (a link's queue is long); 2: its floods come late; 0: neither.
+        level: u8,
         /// The herd's authentication tag, from a `tag=HEX` extra field (see `auth`).
         tag: Option<&'a [u8]>,
     },
@@ -375,15 +375,14 @@ pub fn parse(line: &[u8]) -> Option<Command<'_>> {
             if !seq.bytes().all(|b| b.is_ascii_digit()) {
                 return None;
             }
-            let busy = match f[3] {
-                b"1" => true,
-                b"0" => false,
+            let level = match f[3] {
+                [d @ b'0'..=b'2'] => d - b'0',
                 _ => return None,
             };
             Some(Command::Busy {
                 server: f[1],
                 seq: seq.parse().ok()?,
-                busy,
+                level,
                 tag: extra_field(&f[4..n], crate::auth::TAG),
             })
         }
@@ -438,6 +437,30 @@ impl Skew {
     pub fn between(received: Timestamp, sent: Timestamp) -> Skew {
         Skew(received.as_nanos() - sent.as_nanos())
     }
+
+    /// Reads a skew in the form this server writes (a sign, digits, up to nine decimals);
+    /// `None` for the other forms SPEC §2 allows (an exponent, more decimals), which only
+    /// other kinds of server write.
+    pub fn parse(text: &[u8]) -> Option<Skew> {
+        let (negative, unsigned) = match text.split_first() {
+            Some((b'-', rest)) => (true, rest),
+            Some((b'+', rest)) => (false, rest),
+            _ => (false, text),
+        };
+        let t = parse_time(unsigned)?;
+        let nanos = t.as_nanos();
+        Some(Skew(if negative { -nanos } else { nanos }))
+    }
+}
+
+/// Where and when a flood began: the server named in an AT line and the time (nanoseconds
+/// since the epoch, by its clock) it received the IAMAT, which is the client's time plus
+/// the skew. `None` when the skew is not in this server's own form.
+pub fn flood_began(at: &[u8], when: Timestamp) -> Option<(&[u8], i128)> {
+    let mut f = fields(at).skip(1);
+    let server = f.next()?;
+    let skew = Skew::parse(f.next()?)?;
+    Some((server, when.as_nanos() + skew.0))
 }
 
 impl fmt::Display for Skew {
@@ -531,12 +554,12 @@ mod tests {
             Some(Command::Busy {
                 server,
                 seq,
-                busy,
+                level,
                 tag,
             }) => {
                 assert_eq!(
-                    (server, seq, busy, tag),
-                    (&b"Powell"[..], 1764662400123456, true, None)
+                    (server, seq, level, tag),
+                    (&b"Powell"[..], 1764662400123456, 1, None)
                 );
             }
             _ => panic!("not a notice"),
@@ -544,13 +567,18 @@ mod tests {
         assert!(matches!(
             parse(b"BUSY Powell 7 0 tag=ab"),
             Some(Command::Busy {
-                busy: false,
+                level: 0,
                 tag: Some(b"ab"),
                 ..
             })
         ));
+        assert!(matches!(
+            parse(b"BUSY Powell 7 2"),
+            Some(Command::Busy { level: 2, .. })
+        ));
         for bad in [
-            &b"BUSY Powell 7 2"[..],
+            &b"BUSY Powell 7 3"[..],
+            b"BUSY Powell 7 11",
             b"BUSY Powell -7 1",
             b"BUSY Powell 7",
             b"BUSY Powell x 1",

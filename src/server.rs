@@ -29,6 +29,7 @@ use crate::liveness;
 use crate::logging::{self, trace};
 use crate::peer::{Draining, Finished, LinkMode, LinkState, PeerLink, SYNC_TURN};
 use crate::places::Provider;
+use crate::pressure::Strain;
 use crate::signals;
 use crate::timeline::{self, mark};
 use crate::transport::{Transport, interrupted, would_block};
@@ -309,6 +310,10 @@ impl Server {
             .chain(self.idle_check_at)
             .chain(self.herd.unknown_deadline())
             .chain(self.herd.pressure.deadline(now))
+            .chain(
+                (self.held.iter().chain(&self.held_served).next())
+                    .and_then(|_| self.herd.pace.next_room(now)),
+            )
             .chain(self.lingering.iter().map(|&(_, t)| t));
         deadlines.min().map(|t| t.saturating_duration_since(now))
     }
@@ -470,8 +475,9 @@ impl Server {
                 Ok(Some(_)) => {
                     client.last_active = Instant::now();
                     self.herd.read_at = client.last_active;
-                    // The records of the lines these bytes hold carry the time they came.
-                    logging::tick();
+                    // The records of the lines these bytes hold carry the time they came, and
+                    // so do the ages of the floods among them.
+                    self.herd.read_wall = logging::tick().as_nanos() as i128;
                 }
                 Ok(None) => return,
                 Err(e) => return self.to_close.push((token, format!("read error: {e}"))),
@@ -501,11 +507,13 @@ impl Server {
             // A neighbour's AT line always goes through: pausing links could deadlock a herd
             // with a cycle, every server waiting for the next. So does a sparse client's
             // line, a few a turn (see `SPARSE_PER_TURN`).
-            let held_back = self.herd.holds_clients()
-                && !client.carries_floods
+            let client_line = !client.carries_floods
                 && (client.input.peek(client.eof)).is_some_and(|l| !crate::protocol::is_flood(l));
+            let held_back = client_line && self.herd.holds_clients();
             if held_back && client.sparse() && self.sparse_left > 0 {
                 self.sparse_left -= 1;
+            } else if client_line && !held_back {
+                self.herd.pace.take();
             } else if held_back {
                 trace!(self.trace, "conn {}: held until the links drain", token.0);
                 client.held = true;
@@ -825,8 +833,13 @@ impl Server {
             self.catch_up_at = Some(now);
         }
         let catching_up = self.catch_up_at.is_some_and(|t| now < t + CATCH_UP_QUIET);
-        let behind = self.herd.congested && !catching_up;
-        if let Some(notice) = self.herd.pressure.own(behind, now) {
+        let late = self.herd.lateness.judge(now) && !catching_up;
+        let strain = match (self.herd.congested && !catching_up, late) {
+            (true, _) => Strain::Behind,
+            (false, true) => Strain::Late,
+            (false, false) => Strain::Clear,
+        };
+        if let Some(notice) = self.herd.pressure.own(strain, now) {
             log::info!("{}", crate::protocol::Shown(&notice));
             trace!(
                 self.trace,
@@ -841,6 +854,7 @@ impl Server {
             }
         }
         self.herd.note_pressure(now);
+        self.herd.pace.turn(now, self.herd.others_late || late);
     }
 
     /// Removes and deregisters the connections marked for closing during this turn.
