@@ -392,6 +392,15 @@ impl Herd {
         self.congested || self.others_busy || !self.pace.has_room()
     }
 
+    /// Why clients wait now (see [`Herd::holds_clients`]), for the trace.
+    pub fn why_held(&self) -> &'static str {
+        if self.congested || self.others_busy {
+            "until the links drain"
+        } else {
+            "by the pace"
+        }
+    }
+
     /// Notes whether another server's `BUSY` notice holds or slows our clients now, and logs
     /// when that changes.
     pub fn note_pressure(&mut self, now: Instant) {

@@ -157,3 +157,106 @@ impl Pace {
         self.rate
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    /// Runs `pace` for `steps` [`STEP`]s from `t`, a loop turn a millisecond, for a client
+    /// pipelining for ever: every turn it takes whatever the pace allows. Returns the time
+    /// after the last turn and the lines taken.
+    fn run(pace: &mut Pace, t: Instant, steps: u32, behind: bool) -> (Instant, u64) {
+        let mut now = t;
+        let mut taken = 0;
+        for _ in 0..steps * (STEP.as_millis() as u32) {
+            now += MS;
+            pace.turn(now, behind);
+            while pace.has_room() && pace.rate().is_some() {
+                pace.take();
+                taken += 1;
+            }
+        }
+        (now, taken)
+    }
+
+    /// A step in which 10,000 lines were taken (a million a second), then the herd behind.
+    fn slowed(pace: &mut Pace, t: Instant) -> Instant {
+        for _ in 0..10_000 {
+            pace.take();
+        }
+        pace.turn(t + STEP, true);
+        t + STEP
+    }
+
+    #[test]
+    fn unpaced_until_the_herd_is_behind_then_slower_a_step_at_a_time() {
+        let mut pace = Pace::default();
+        // Nobody behind: no limit.
+        let (t, _) = run(&mut pace, Instant::now(), 5, false);
+        assert_eq!(pace.rate(), None);
+        assert!(pace.has_room());
+        assert_eq!(pace.next_room(t), None);
+        // Behind: paced under the rate measured.
+        let t = slowed(&mut pace, t);
+        let first = pace.rate().expect("paced once the herd is behind");
+        assert!(
+            first > MIN_RATE && first < 1_000_000.0,
+            "paced from the rate measured: {first}"
+        );
+        // Still behind: it falls again only once the slowdown could have shown.
+        pace.turn(t + MS, true);
+        assert_eq!(pace.rate(), Some(first), "not again before SLOWDOWN_GAP");
+        let (t, _) = run(&mut pace, t, 3, true);
+        let second = pace.rate().unwrap();
+        assert!(
+            (second - first * DECREASE).abs() < 1e-6,
+            "{second} after {first}"
+        );
+        // Behind for long: never under MIN_RATE.
+        let (t, _) = run(&mut pace, t, 1000, true);
+        assert_eq!(pace.rate(), Some(MIN_RATE));
+        // Paced, a client gets lines, but no more than the pace allows.
+        let (t, taken) = run(&mut pace, t, 50, false);
+        let rate = pace.rate().unwrap();
+        assert!(
+            taken > 0 && (taken as f64) <= rate * (50 * STEP).as_secs_f64() + 1.0,
+            "{taken} lines in half a second at a pace of {rate} at most"
+        );
+        // Out of room: room again at a time it says.
+        assert!(!pace.has_room());
+        assert!(pace.next_room(t).is_some_and(|at| at > t));
+    }
+
+    #[test]
+    fn regains_fast_up_to_where_it_fell_then_slowly_and_lifts_after_a_calm() {
+        let mut pace = Pace::default();
+        let t = slowed(&mut pace, Instant::now());
+        let fell = pace.rate().unwrap();
+        let (t, _) = run(&mut pace, t, 30, true);
+        let low = pace.rate().unwrap();
+        assert!(low < fell / 4.0, "{fell} to {low}");
+        // Calm: back up by REGAIN a step, up to where it last fell...
+        let (t, _) = run(&mut pace, t, 1, false);
+        let up = pace.rate().unwrap();
+        assert!((up / low - REGAIN).abs() < 1e-6, "{low} to {up}");
+        let (t, _) = run(&mut pace, t, 20, false);
+        let high = pace.rate().unwrap();
+        // ...then by INCREASE.
+        let (t, _) = run(&mut pace, t, 1, false);
+        let past = pace.rate().unwrap();
+        assert!(
+            high > low / DECREASE && (past / high - INCREASE).abs() < 1e-6,
+            "{high} to {past}"
+        );
+        // Calm for CALM: no limit any more.
+        run(
+            &mut pace,
+            t,
+            (CALM.as_millis() / STEP.as_millis()) as u32,
+            false,
+        );
+        assert_eq!(pace.rate(), None);
+    }
+}

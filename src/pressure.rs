@@ -28,7 +28,18 @@
 //!
 //! What counts as busy is the server's to say ([`Server`](crate::server::Server) decides): a
 //! link's queue over its bound; but never while it reads a catch-up (lines marked `sync=1`),
-//! which is a flood of old lines by design. (A server once also called itself busy when one
+//! which is a flood of old lines by design.
+//!
+//! A server can also be *late* without any queue of its own being long: its floods come
+//! late, because queues or busy servers on the way hold them up ([`Lateness`]). Then its
+//! notices say `2` instead of `1`, and the herd *paces* its clients instead of holding them
+//! (see `pace`): a hold is all or nothing, and over fifty servers lateness comes and goes
+//! every few milliseconds somewhere; each hold would drain the herd and each release send a
+//! burst. A server behind and late says `1`.
+//!
+//! ```text
+//! BUSY Powell 1764662400123457 2      Powell's floods come late
+//! ``` (A server once also called itself busy when one
 //! read from a link found 8 KiB or more waiting. Under load that was true every few
 //! milliseconds at every server, and the herd spent its time holding and releasing: floods
 //! waited for the holds, p99 tens of milliseconds.)
@@ -192,8 +203,8 @@ impl Heard {
 
 /// How long floods take to reach this server, beyond the least they have taken lately:
 /// the herd's queues, measured where it matters (a flood's age is what a WHATSAT here
-/// answers with). A server whose floods come late says it is busy, like one whose link
-/// queue is long, so the edge takes updates only as fast as the herd spreads them.
+/// answers with). A server whose floods come late says so ([`Strain::Late`]), and the edge
+/// paces its clients, so that it takes updates only as fast as the herd spreads them.
 ///
 /// A flood's age is the time now less when its origin received the IAMAT (the client's
 /// time plus the AT line's skew). Servers' clocks differ by a constant, so the age is
@@ -207,7 +218,7 @@ pub struct Lateness {
     base: HashMap<Vec<u8>, (i128, i128)>,
     /// When this base window began.
     window_since: Instant,
-    /// The least queueing seen this interval (ns), if any flood came, and how many came.
+    /// The least queueing over [`TARGET`] seen this interval (ns), if any flood came.
     least: Option<i128>,
     /// How many floods came this interval.
     count: usize,
@@ -219,7 +230,10 @@ pub struct Lateness {
 
 /// See [`Lateness`].
 pub const INTERVAL: Duration = Duration::from_millis(10);
-/// See [`Lateness`].
+/// Queueing a flood may meet on its way before it is late: CoDel's default target. With
+/// 1 ms (or the base itself), a herd of fifty on two cores slowed to a few hundred IAMATs a
+/// second: there, a flood's way is milliseconds of waiting for the scheduler even on a
+/// quiet herd.
 pub const TARGET: Duration = Duration::from_millis(5);
 /// Fewer floods than this in an interval are no queue, whatever their age: on a quiet
 /// herd an age is the scheduler's noise (fifty servers on two cores), and a server that
@@ -248,7 +262,8 @@ impl Default for Lateness {
 }
 
 impl Lateness {
-    /// A new flood line came from `origin`, `age` nanoseconds after it began.
+    /// A flood line (not a catch-up's) came from `origin`, `age` nanoseconds after it
+    /// began there.
     pub fn seen(&mut self, origin: &[u8], age: i128) {
         if !self.base.contains_key(origin) {
             if origin.len() > MAX_NAME || self.base.len() >= MAX_SERVERS {
@@ -260,9 +275,6 @@ impl Lateness {
             return;
         };
         base.0 = base.0.min(age);
-        // Queueing up to the time the way itself takes (or TARGET, if more) is allowed: on
-        // fifty servers sharing two cores a flood's way is milliseconds of waiting for the
-        // scheduler even on a quiet herd.
         let queued = age - base.0.min(base.1) - TARGET.as_nanos() as i128;
         self.least = Some(self.least.map_or(queued, |l| l.min(queued)));
         self.count += 1;
@@ -414,5 +426,83 @@ mod tests {
             p.heard(b"Powell", 1000, Strain::Clear, t),
             "a known server is still heard"
         );
+    }
+
+    #[test]
+    fn a_late_server_says_so_and_slows_others_without_holding_them() {
+        let mut p = Pressure::new("Powell");
+        let t = Instant::now();
+        let late = p.own(Strain::Late, t).expect("late: say so");
+        assert!(late.starts_with(b"BUSY Powell ") && late.ends_with(b" 2"));
+        let behind = p.own(Strain::Behind, t + GAP).expect("a change is said");
+        assert!(behind.ends_with(b" 1"));
+
+        let mut h = Pressure::new("Hamilton");
+        assert!(h.heard(b"Powell", 10, Strain::Late, t));
+        assert_eq!(h.slower(t), Some(&b"Powell"[..]));
+        assert_eq!(h.holder(t), None, "late slows; it does not hold");
+        assert!(h.heard(b"Powell", 11, Strain::Behind, t));
+        assert_eq!((h.slower(t), h.holder(t)), (None, Some(&b"Powell"[..])));
+        assert!(h.heard(b"Powell", 12, Strain::Late, t));
+        assert!(h.slower(t + LAPSE).is_none(), "a late notice lapses too");
+    }
+
+    const MS: i128 = 1_000_000;
+
+    /// Judges `l` at the end of each of `intervals` intervals from `t`, in each of which
+    /// `floods` floods from Alford came `age` nanoseconds old.
+    fn intervals(l: &mut Lateness, t: Instant, n: u32, floods: usize, age: i128) -> Vec<bool> {
+        (1..=n)
+            .map(|i| {
+                for _ in 0..floods {
+                    l.seen(b"Alford", age);
+                }
+                l.judge(t + INTERVAL * i)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn floods_are_late_when_a_queue_stands_for_three_intervals() {
+        let target = TARGET.as_nanos() as i128;
+        let mut l = Lateness::default();
+        let t = l.interval_since;
+        // Alford's clock is 40 ms behind ours: every age has it in. The least age seen is the
+        // base, so on time is on time, whatever the clocks.
+        assert_eq!(
+            intervals(&mut l, t, 4, MIN_FLOODS, 40 * MS),
+            [false; 4],
+            "on time"
+        );
+        let t = t + INTERVAL * 4;
+        // Later than the base by less than the target: not late.
+        let under = 40 * MS + target - MS;
+        assert_eq!(intervals(&mut l, t, 4, MIN_FLOODS, under), [false; 4]);
+        let t = t + INTERVAL * 4;
+        // Later by more: late from the third interval in a row on.
+        let over = 40 * MS + target + MS;
+        assert_eq!(
+            intervals(&mut l, t, 4, MIN_FLOODS, over),
+            [false, false, true, true]
+        );
+        let t = t + INTERVAL * 4;
+        // One flood on time in an interval: the queue emptied, not late.
+        l.seen(b"Alford", 40 * MS);
+        assert_eq!(intervals(&mut l, t, 1, MIN_FLOODS, over), [false]);
+        let t = t + INTERVAL;
+        // A few late floods are no queue: the scheduler's noise on a quiet herd.
+        assert_eq!(intervals(&mut l, t, 4, MIN_FLOODS - 1, over), [false; 4]);
+        // The base is forgotten after two windows: a clock set back is on time again.
+        let t = t + BASE_WINDOW * 2 + INTERVAL * 5;
+        l.judge(t);
+        let t = t + BASE_WINDOW;
+        l.judge(t);
+        assert_eq!(intervals(&mut l, t, 4, MIN_FLOODS, over), [false; 4]);
+        // Made-up origins: bounded in length and in number.
+        l.seen(&[b'x'; MAX_NAME + 1], 0);
+        for i in 0..MAX_SERVERS * 2 {
+            l.seen(format!("s{i}").as_bytes(), 0);
+        }
+        assert_eq!(l.base.len(), MAX_SERVERS);
     }
 }

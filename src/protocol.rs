@@ -881,6 +881,28 @@ mod tests {
     }
 
     #[test]
+    fn a_flood_began_when_its_origin_received_the_iamat() {
+        for skew in [
+            Skew::between(ts(1621464828, 223371889), ts(1621464827, 959498503)),
+            Skew(-959498503),
+            Skew(0),
+        ] {
+            assert_eq!(Skew::parse(skew.to_string().as_bytes()), Some(skew));
+        }
+        assert_eq!(Skew::parse(b"0.5"), Some(Skew(500_000_000)));
+        // Other servers' forms parse, but are not read.
+        assert_eq!(Skew::parse(b"-6.532669067382812e-05"), None);
+        let sent = ts(1621464827, 959498503);
+        let at =
+            b"AT Alford +0.263873386 kiwi.cs.ucla.edu +34.068930-118.445127 1621464827.959498503";
+        assert_eq!(
+            flood_began(at, sent),
+            Some((&b"Alford"[..], ts(1621464828, 223371889).as_nanos()))
+        );
+        assert_eq!(flood_began(b"AT Alford 2.5e-3 k +1+2 3", ts(3, 0)), None);
+    }
+
+    #[test]
     fn at_reply_copies_fields() {
         let Some(Command::IAmAt(r)) =
             parse(b"IAMAT kiwi.cs.ucla.edu +34.068930-118.445127 1621464827.959498503")

@@ -310,6 +310,7 @@ impl Server {
             .chain(self.idle_check_at)
             .chain(self.herd.unknown_deadline())
             .chain(self.herd.pressure.deadline(now))
+            // Clients held by the pace: wake when the next line may be taken.
             .chain(
                 (self.held.iter().chain(&self.held_served).next())
                     .and_then(|_| self.herd.pace.next_room(now)),
@@ -503,10 +504,12 @@ impl Server {
                 break;
             }
             // Flow control: while a link is congested, a client's next line waits (and the
-            // client is not read), so the herd takes updates only as fast as it spreads them.
-            // A neighbour's AT line always goes through: pausing links could deadlock a herd
-            // with a cycle, every server waiting for the next. So does a sparse client's
-            // line, a few a turn (see `SPARSE_PER_TURN`).
+            // client is not read), so the herd takes updates only as fast as it spreads them;
+            // and while floods come late somewhere, each line takes one of the pace's tokens,
+            // and waits when there is none (see `pace`). A neighbour's AT line always goes
+            // through: pausing links could deadlock a herd with a cycle, every server waiting
+            // for the next. So does a sparse client's line, a few a turn, without a token
+            // (see `SPARSE_PER_TURN`).
             let client_line = !client.carries_floods
                 && (client.input.peek(client.eof)).is_some_and(|l| !crate::protocol::is_flood(l));
             let held_back = client_line && self.herd.holds_clients();
@@ -515,7 +518,12 @@ impl Server {
             } else if client_line && !held_back {
                 self.herd.pace.take();
             } else if held_back {
-                trace!(self.trace, "conn {}: held until the links drain", token.0);
+                trace!(
+                    self.trace,
+                    "conn {}: held {}",
+                    token.0,
+                    self.herd.why_held()
+                );
                 client.held = true;
                 match handled {
                     0 => self.held.push(token),
@@ -823,9 +831,9 @@ impl Server {
     }
 
     /// Flow control across the herd (see `pressure`): tells the neighbours when this server
-    /// falls behind (one of its links congested) or has caught up,
-    /// and notes whether another server's notice holds our clients. A notice is written at
-    /// once: it is about the queues being long.
+    /// falls behind (one of its links congested), or its floods come late, or neither any
+    /// more; notes whether another server's notice holds or paces our clients, and sets the
+    /// pace for this turn. A notice is written at once: it is about the queues being long.
     fn herd_pressure(&mut self) {
         let now = Instant::now();
         // A server reading a catch-up is behind by design: it does not hold the herd.

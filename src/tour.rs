@@ -275,6 +275,21 @@
 //!   look again, because with every client held nothing else may come to wake it. A server
 //!   reading a catch-up (its lines carry `sync=1`) is behind by design and says nothing: a
 //!   restarted neighbour must not hold the herd for the seconds a million lines take.
+//! - **When floods come late: pace, do not hold.** In a herd of fifty on two cores no one
+//!   queue need be long for floods to take 40 ms: each waits a little at each of seven
+//!   hops for a core among fifty processes. So each server also measures how late its
+//!   floods come ([`Lateness`], fed in [`Herd::handle_line`] with the age the line's time
+//!   and skew give, judged in [`Server::herd_pressure`]), against the least age seen from
+//!   the same origin lately (clocks differ; the difference cancels), and a queue that stands
+//!   over 5 ms for 30 ms makes it *late*: a notice with `2` ([`Strain`]). The servers that
+//!   hear it do not hold their clients (over fifty servers, lateness is somewhere every few
+//!   milliseconds; each hold drained the herd and each release sent a burst) but *pace*
+//!   them ([`Pace`], asked in [`Server::handle_input`]): a token bucket whose rate falls by
+//!   0.8 while a server is late and climbs back once none is, the way TCP finds the rate a
+//!   path takes. The loop sleeps until the next token ([`Pace::next_room`] in
+//!   [`Server::next_timeout`]). The herd of fifty under load went from p50 / p99 37 / 83 ms
+//!   to 11 / 65 ms in a same-run comparison (p99 48 ms in the next run), taking 4.9k
+//!   IAMATs a second instead of 13k: what it spreads in time.
 //!
 //! ## Twisted side by side
 //!
@@ -445,6 +460,10 @@
 //! [`Server::herd_pressure`]: crate::server::Server::herd_pressure
 //! [`pressure`]: crate::pressure
 //! [`Pressure::deadline`]: crate::pressure::Pressure::deadline
+//! [`Lateness`]: crate::pressure::Lateness
+//! [`Strain`]: crate::pressure::Strain
+//! [`Pace`]: crate::pace::Pace
+//! [`Pace::next_room`]: crate::pace::Pace::next_room
 //! [`Transport::queue_first`]: crate::transport::Transport::queue_first
 //! [`EARLY_FLUSH`]: crate::server::EARLY_FLUSH
 //! [`PeerLink::refill`]: crate::peer::PeerLink::refill

@@ -429,6 +429,98 @@ fn a_server_behind_two_hops_away_holds_the_edge() {
     });
 }
 
+/// Floods that reach a server late (the `Lateness` of `pressure`) slow the edge: Alford –
+/// Parker, clients at Alford. The test plays a far server, Zed, whose AT lines reach Parker
+/// 200 ms after Zed received them (their time and skew say so), after a first one that
+/// came at once. Parker says its floods come late (`BUSY Parker … 2`); Alford paces its
+/// clients but does not hold them (a pipelining client gets every answer meanwhile, at
+/// the pace); once the late floods stop, Parker gives the all-clear and the pace ends.
+#[test]
+fn floods_that_reach_a_server_late_pace_the_edge() {
+    const PAIR: &[(&str, &[&str])] = &[("Alford", &["Parker"]), ("Parker", &[])];
+    // With the trace, Alford logs each time the pace holds a client back.
+    let herd = Herd::start("late", PAIR, &["--trace"]);
+    eventually("the link is up", || {
+        herd.log("Alford").contains("link to Parker up")
+    });
+    // A flood first: on it, Parker's link learns that Alford reads extra fields, which is
+    // what notices need.
+    served(herd.addr("Alford"), "Alford", "warmup");
+    eventually("the warm-up reached Parker", || {
+        herd.ask("Parker", "WHATSAT warmup 1 1").starts_with("AT ")
+    });
+
+    let zed = TcpStream::connect(herd.addr("Parker")).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopped = Arc::clone(&stop);
+    let sender = thread::spawn(move || {
+        let mut zed = zed;
+        let line = |id: usize, ago: Duration| {
+            let when = std::time::SystemTime::now() - ago;
+            let d = when.duration_since(std::time::UNIX_EPOCH).unwrap();
+            let time = format!("{}.{:09}", d.as_secs(), d.subsec_nanos());
+            format!("AT Zed +0.000000000 z{id} +34.068930-118.445127 {time}\n")
+        };
+        zed.write_all(line(0, Duration::ZERO).as_bytes()).unwrap();
+        // 20 late lines every 5 ms: more than the 16 an interval that lateness needs, far
+        // fewer than would make a queue. At most 30 s of them (the test waits 10 s at most
+        // for each step).
+        for batch in 1..6_000 {
+            if stopped.load(Ordering::SeqCst) {
+                break;
+            }
+            let lines: String = (0..20)
+                .map(|i| line(batch * 20 + i, Duration::from_millis(200)))
+                .collect();
+            zed.write_all(lines.as_bytes()).unwrap();
+            sleep(Duration::from_millis(5));
+        }
+    });
+    eventually("Alford paces its clients: floods reach Parker late", || {
+        herd.log("Alford")
+            .contains("clients paced: floods reach Parker late")
+    });
+    assert!(
+        herd.log("Parker")
+            .lines()
+            .any(|l| l.contains("] BUSY Parker ") && l.ends_with(" 2")),
+        "Parker said its floods come late"
+    );
+
+    // Paced, not held: 100 pipelined IAMATs are all answered, in order.
+    let mut client = Client::connect(herd.addr("Alford"));
+    let base = now_text();
+    let ids: Vec<String> = (0..100).map(|i| format!("paced{i}")).collect();
+    let lines: String = ids
+        .iter()
+        .map(|id| format!("IAMAT {id} +34.068930-118.445127 {base}\n"))
+        .collect();
+    client.send(lines.as_bytes());
+    for id in &ids {
+        let reply = client.line();
+        assert!(
+            reply.starts_with("AT Alford ") && reply.contains(&format!(" {id} ")),
+            "{id}: {reply:?}"
+        );
+    }
+    let alford = herd.log("Alford");
+    assert!(
+        alford.contains(": held by the pace"),
+        "the pipeliner waited for the pace"
+    );
+    assert!(
+        !alford.contains("clients held: Parker"),
+        "late floods slow the clients; they do not hold them"
+    );
+
+    stop.store(true, Ordering::SeqCst);
+    sender.join().unwrap();
+    eventually("the pace ends once the floods are on time", || {
+        herd.log("Alford")
+            .contains("clients no longer paced: floods are on time")
+    });
+}
+
 #[test]
 fn a_restarted_neighbour_gets_a_catch_up_bigger_than_a_chunk_announced_by_its_size() {
     let mut herd = linked_pair("bigcatchup");
