@@ -88,7 +88,7 @@ pub struct Herd {
     pub others_busy: bool,
     /// Another server's notice says its floods come late: our clients are paced.
     pub others_late: bool,
-    /// How fast our clients' lines are taken while the herd is behind (see `pace`).
+    /// How fast our clients' lines are taken while floods come late somewhere (see `pace`).
     pub pace: Pace,
     /// A catch-up line (`sync=1`) was handled since the reactor last looked.
     pub catch_up_seen: bool,

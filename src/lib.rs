@@ -20,7 +20,7 @@
 //! | [`catchup`] | what a catch-up still owes a neighbour: the store, a chunk at a time |
 //! | [`owed`] | catch-up lines held back from a neighbour that is catching us up itself |
 //! | [`pressure`] | `BUSY` notices: a server further in is behind, or its floods come late |
-//! | [`pace`] | how fast the edge takes its clients' lines while the herd is behind |
+//! | [`pace`] | how fast the edge takes its clients' lines while floods come late somewhere |
 //! | [`liveness`] | TCP keepalive and `TCP_USER_TIMEOUT` on links: noticing a dead neighbour |
 //! | [`herd`] | what a line does: IAMAT, AT, WHATSAT, flooding, lookups in flight |
 //! | [`auth`] | `--herd-key`: signing and checking AT lines with the herd's secret |

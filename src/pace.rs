@@ -1,15 +1,17 @@
-//! The edge's pace: how many of its clients' lines a server takes per second while the
-//! herd says it is behind.
+//! The edge's pace: how many of its clients' lines a server takes per second while some
+//! server's floods come late.
 //!
-//! Holding every client until the herd has caught up (what a server does while one of its
-//! *own* links is congested) is all or nothing: the herd drains, sits idle, and then takes
-//! a burst that fills every queue at once. Floods wait behind those bursts. So when another
-//! server says it is behind (a `BUSY` notice, see `pressure`), this server instead slows
-//! down, a step at a time, the way TCP finds the rate a path takes: every [`STEP`] the
-//! herd is still behind, the pace falls by [`DECREASE`]; every step it is not, the pace
-//! rises by [`INCREASE`]. The herd then settles just under the rate at which it spreads
-//! floods without a standing queue, and floods stop waiting behind bursts. After [`CALM`]
-//! with nobody behind, the limit is lifted.
+//! A server whose floods come late (see `pressure::Lateness`: a queue of more than 5 ms
+//! that stands on their way) says so in a `BUSY … 2` notice. Holding every client until it
+//! is on time again, as a server does while one of its *own* links is congested, is all or
+//! nothing: the herd drains, sits idle, then takes a burst that fills every queue at once,
+//! and floods wait behind those bursts. So the servers that hear it slow down instead, a
+//! step at a time, the way TCP finds the rate a path takes: each time the herd is still
+//! late once a slowdown could have shown ([`SLOWDOWN_GAP`]), the pace falls by
+//! [`DECREASE`]; each [`STEP`] nobody is late, it rises by [`REGAIN`] up to where it last
+//! fell and by [`INCREASE`] beyond. The herd then settles just under the rate at which it
+//! spreads floods without a standing queue. After [`CALM`] with nobody late, the limit is
+//! lifted.
 //!
 //! The pace counts lines that pipelining clients send. A sparse client's line (see
 //! `server`) and a neighbour's AT line are never paced.
@@ -18,25 +20,23 @@ use std::time::{Duration, Instant};
 
 /// How often the pace changes, and the span over which the rate taken is measured.
 pub const STEP: Duration = Duration::from_millis(10);
-/// The pace is multiplied by this when the herd is behind, at most once every
+/// The pace is multiplied by this while floods come late, at most once every
 /// [`SLOWDOWN_GAP`].
 pub const DECREASE: f64 = 0.8;
 /// The time a slowdown takes to show: the floods taken before it are still on their way,
-/// and the servers judge how late they come once every `pressure::INTERVAL`. Slowing down
-/// every step while the herd is behind slowed it far below what it spreads.
+/// and the servers judge how late they come once every `pressure::INTERVAL`.
 pub const SLOWDOWN_GAP: Duration = Duration::from_millis(30);
-/// The pace is multiplied by this each step the herd is not behind, up to where it last
-/// was behind...
+/// The pace is multiplied by this each step nobody is late, up to where it last fell...
 pub const REGAIN: f64 = 1.25;
 /// ...and by this past it.
 pub const INCREASE: f64 = 1.02;
-/// The slowest pace (lines per second): a herd behind for good is dealt with by the stall
-/// check and `pressure::MAX_HOLD`, not by starving clients altogether.
+/// The slowest pace (lines per second): one server late for good is ignored after
+/// `pressure::MAX_HOLD`, and clients are never starved altogether meanwhile.
 pub const MIN_RATE: f64 = 200.0;
 /// Lines a pace saves up at most, as time at the pace: a server that slept for a while
 /// does not take a burst when it wakes.
 pub const BURST: Duration = Duration::from_millis(2);
-/// Nobody behind for this long: the limit is lifted.
+/// Nobody late for this long: the limit is lifted.
 pub const CALM: Duration = Duration::from_secs(1);
 
 /// The pace of one server's clients (see the module docs).
@@ -54,7 +54,7 @@ pub struct Pace {
     slowed: Instant,
     /// The pace before it last fell.
     ceiling: f64,
-    /// Since when nobody is behind, while paced.
+    /// Since when nobody is late, while paced.
     calm_since: Option<Instant>,
     /// Lines taken since `measured_at`.
     taken: u64,
@@ -83,9 +83,9 @@ impl Default for Pace {
 }
 
 impl Pace {
-    /// Once a loop turn: whether the herd is `behind` now; changes the pace at most once a
-    /// [`STEP`] and adds the tokens earned since the last turn.
-    pub fn turn(&mut self, now: Instant, behind: bool) {
+    /// Once a loop turn: whether some server's floods come late now; changes the
+    /// pace at most once a [`STEP`] and adds the tokens earned since the last turn.
+    pub fn turn(&mut self, now: Instant, late: bool) {
         let since = now.saturating_duration_since(self.measured_at);
         if since >= STEP {
             let rate = self.taken as f64 / since.as_secs_f64();
@@ -95,12 +95,12 @@ impl Pace {
         }
         if now >= self.changed + STEP {
             self.rate = match self.rate {
-                None if behind => {
+                None if late => {
                     self.slowed = now;
                     self.ceiling = self.measured;
                     Some((self.measured * DECREASE).max(MIN_RATE))
                 }
-                Some(rate) if behind => {
+                Some(rate) if late => {
                     self.calm_since = None;
                     if now >= self.slowed + SLOWDOWN_GAP {
                         self.slowed = now;
@@ -167,12 +167,12 @@ mod tests {
     /// Runs `pace` for `steps` [`STEP`]s from `t`, a loop turn a millisecond, for a client
     /// pipelining for ever: every turn it takes whatever the pace allows. Returns the time
     /// after the last turn and the lines taken.
-    fn run(pace: &mut Pace, t: Instant, steps: u32, behind: bool) -> (Instant, u64) {
+    fn run(pace: &mut Pace, t: Instant, steps: u32, late: bool) -> (Instant, u64) {
         let mut now = t;
         let mut taken = 0;
         for _ in 0..steps * (STEP.as_millis() as u32) {
             now += MS;
-            pace.turn(now, behind);
+            pace.turn(now, late);
             while pace.has_room() && pace.rate().is_some() {
                 pace.take();
                 taken += 1;
@@ -181,7 +181,7 @@ mod tests {
         (now, taken)
     }
 
-    /// A step in which 10,000 lines were taken (a million a second), then the herd behind.
+    /// A step in which 10,000 lines were taken (a million a second), then floods late.
     fn slowed(pace: &mut Pace, t: Instant) -> Instant {
         for _ in 0..10_000 {
             pace.take();
@@ -191,21 +191,21 @@ mod tests {
     }
 
     #[test]
-    fn unpaced_until_the_herd_is_behind_then_slower_a_step_at_a_time() {
+    fn unpaced_until_floods_come_late_then_slower_a_step_at_a_time() {
         let mut pace = Pace::default();
-        // Nobody behind: no limit.
+        // Nobody late: no limit.
         let (t, _) = run(&mut pace, Instant::now(), 5, false);
         assert_eq!(pace.rate(), None);
         assert!(pace.has_room());
         assert_eq!(pace.next_room(t), None);
         // Behind: paced under the rate measured.
         let t = slowed(&mut pace, t);
-        let first = pace.rate().expect("paced once the herd is behind");
+        let first = pace.rate().expect("paced once floods come late");
         assert!(
             first > MIN_RATE && first < 1_000_000.0,
             "paced from the rate measured: {first}"
         );
-        // Still behind: it falls again only once the slowdown could have shown.
+        // Still late: it falls again only once the slowdown could have shown.
         pace.turn(t + MS, true);
         assert_eq!(pace.rate(), Some(first), "not again before SLOWDOWN_GAP");
         let (t, _) = run(&mut pace, t, 3, true);
