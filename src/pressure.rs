@@ -14,7 +14,7 @@
 //! (microseconds since the epoch, so a restarted server's come after its old ones). A notice
 //! is passed on to every neighbour, like an AT line, unless it is not newer than the last one
 //! from that server: that ends it on a cycle. Every server holds its clients while any
-//! server is busy. A busy server repeats its notice every [`REPEAT`]; a server that heard
+//! server is behind (and paces them while any is late, below). A busy server repeats its notice every [`REPEAT`]; a server that heard
 //! nothing more for [`LAPSE`] takes it as clear (its neighbour died, or the link carrying its
 //! all-clear dropped). And whatever it is told, a server holds its clients for one busy
 //! server at most [`MAX_HOLD`] in a row: a neighbour that is behind for longer is a slow
@@ -28,7 +28,10 @@
 //!
 //! What counts as busy is the server's to say ([`Server`](crate::server::Server) decides): a
 //! link's queue over its bound; but never while it reads a catch-up (lines marked `sync=1`),
-//! which is a flood of old lines by design.
+//! which is a flood of old lines by design. (A server once also called itself busy when one
+//! read from a link found 8 KiB or more waiting. Under load that was true every few
+//! milliseconds at every server, and the herd spent its time holding and releasing: floods
+//! waited for the holds, p99 tens of milliseconds.)
 //!
 //! A server can also be *late* without any queue of its own being long: its floods come
 //! late, because queues or busy servers on the way hold them up ([`Lateness`]). Then its
@@ -39,10 +42,7 @@
 //!
 //! ```text
 //! BUSY Powell 1764662400123457 2      Powell's floods come late
-//! ``` (A server once also called itself busy when one
-//! read from a link found 8 KiB or more waiting. Under load that was true every few
-//! milliseconds at every server, and the herd spent its time holding and releasing: floods
-//! waited for the holds, p99 tens of milliseconds.)
+//! ```
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -166,10 +166,11 @@ impl Pressure {
         self.saying(Strain::Late, now)
     }
 
+    /// A server whose last notice said `strain` and still counts now, if any.
     fn saying(&self, strain: Strain, now: Instant) -> Option<&[u8]> {
-        let mut them = self.others.iter();
-        let mut it = them.find(|(_, h)| h.strain == strain && h.holds(now));
-        it.take().map(|(name, _)| name.as_slice())
+        (self.others.iter())
+            .find(|(_, h)| h.strain == strain && h.holds(now))
+            .map(|(name, _)| name.as_slice())
     }
 
     /// When the answer of [`Pressure::holder`] may change by itself, or this
