@@ -1,7 +1,7 @@
 //! The edge's pace: how many of its clients' lines a server takes per second while some
 //! server's floods come late.
 //!
-//! A server whose floods come late (see `pressure::Lateness`: a queue of more than 5 ms
+//! A server whose floods come late (see `pressure::Lateness`: a queue of more than 3 ms
 //! that stands on their way) says so in a `BUSY … 2` notice. Holding every client until it
 //! is on time again, as a server does while one of its *own* links is congested, is all or
 //! nothing: the herd drains, sits idle, then takes a burst that fills every queue at once,

@@ -281,7 +281,7 @@
 //!   floods come ([`Lateness`], fed in [`Herd::handle_line`] with the age the line's time
 //!   and skew give, judged in [`Server::herd_pressure`]), against the least age seen from
 //!   the same origin lately (clocks differ; the difference cancels), and a queue that stands
-//!   over 5 ms for 30 ms makes it *late*: a notice with `2` ([`Strain`]). The servers that
+//!   over 3 ms for 30 ms makes it *late*: a notice with `2` ([`Strain`]). The servers that
 //!   hear it do not hold their clients (over fifty servers, lateness is somewhere every few
 //!   milliseconds; each hold drained the herd and each release sent a burst) but *pace*
 //!   them ([`Pace`], asked in [`Server::handle_input`]): a token bucket whose rate falls by
