@@ -232,8 +232,8 @@ pub struct Lateness {
 /// See [`Lateness`].
 pub const INTERVAL: Duration = Duration::from_millis(10);
 /// Queueing a flood may meet on its way before it is late. With CoDel's default target,
-/// 5 ms, a herd of fifty on two cores under load had a flood p99 of 42–65 ms in five runs;
-/// with 3 ms, 35–46 ms in three, taking about half as many IAMATs a second. With 1 ms (or
+/// 5 ms, a herd of fifty on two cores under load had a flood p99 of 42–66 ms in six runs;
+/// with 3 ms, 31–46 ms in four, taking a third as many IAMATs a second or fewer. With 1 ms (or
 /// the base itself), it slowed to a few hundred IAMATs a second: there, a flood's way is
 /// milliseconds of waiting for the scheduler even on a quiet herd.
 pub const TARGET: Duration = Duration::from_millis(3);

@@ -288,8 +288,9 @@
 //!   0.8 while a server is late and climbs back once none is, the way TCP finds the rate a
 //!   path takes. The loop sleeps until the next token ([`Pace::next_room`] in
 //!   [`Server::next_timeout`]). The herd of fifty under load went from p50 / p99 37 / 83 ms
-//!   to 11 / 65 ms in a same-run comparison (p99 48 ms in the next run), taking 4.9k
-//!   IAMATs a second instead of 13k: what it spreads in time.
+//!   to 11 / 65 ms in a same-run comparison with a target of 5 ms, taking 4.9k IAMATs a
+//!   second instead of 13k; the target is 3 ms since, which kept the p99 at 31–46 ms in
+//!   four runs, taking 0.5–2.0k: what it spreads in time.
 //!
 //! ## Twisted side by side
 //!
