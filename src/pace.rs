@@ -95,19 +95,18 @@ impl Pace {
         }
         if now >= self.changed + STEP {
             self.rate = match self.rate {
-                None if late => {
-                    self.slowed = now;
-                    self.ceiling = self.measured;
-                    Some((self.measured * DECREASE).max(MIN_RATE))
-                }
-                Some(rate) if late => {
+                // Late: slow down from the pace, or from the rate measured if there was
+                // none; again only once the last slowdown could have shown.
+                _ if late => {
                     self.calm_since = None;
-                    if now >= self.slowed + SLOWDOWN_GAP {
-                        self.slowed = now;
-                        self.ceiling = rate;
-                        Some((rate * DECREASE).max(MIN_RATE))
-                    } else {
-                        Some(rate)
+                    match self.rate {
+                        Some(_) if now < self.slowed + SLOWDOWN_GAP => self.rate,
+                        rate => {
+                            let from = rate.unwrap_or(self.measured);
+                            self.slowed = now;
+                            self.ceiling = from;
+                            Some((from * DECREASE).max(MIN_RATE))
+                        }
                     }
                 }
                 None => None,

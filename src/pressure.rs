@@ -267,17 +267,20 @@ impl Lateness {
     /// A flood line (not a catch-up's) came from `origin`, `age` nanoseconds after it
     /// began there.
     pub fn seen(&mut self, origin: &[u8], age: i128) {
-        if !self.base.contains_key(origin) {
-            if origin.len() > MAX_NAME || self.base.len() >= MAX_SERVERS {
-                return;
+        // One lookup per line (this is every AT line's path); a new origin is inserted.
+        let room = origin.len() <= MAX_NAME && self.base.len() < MAX_SERVERS;
+        let least = match self.base.get_mut(origin) {
+            Some(base) => {
+                base.0 = base.0.min(age);
+                base.0.min(base.1)
             }
-            self.base.insert(origin.to_vec(), (i128::MAX, i128::MAX));
-        }
-        let Some(base) = self.base.get_mut(origin) else {
-            return;
+            None if room => {
+                self.base.insert(origin.to_vec(), (age, i128::MAX));
+                age
+            }
+            None => return,
         };
-        base.0 = base.0.min(age);
-        let queued = age - base.0.min(base.1) - TARGET.as_nanos() as i128;
+        let queued = age - least - TARGET.as_nanos() as i128;
         self.least = Some(self.least.map_or(queued, |l| l.min(queued)));
         self.count += 1;
     }
