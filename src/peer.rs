@@ -75,14 +75,25 @@ const SYNC_CHUNK: usize = 8 << 10;
 /// server's own clients wait.
 pub const SYNC_TURN: usize = 256 << 10;
 /// A live link with more than this queued is congested: clients are held back (the herd
-/// takes updates only as fast as it can spread them). About 700 AT lines: a couple of
-/// milliseconds of a neighbour's work, so a flood never waits long behind others.
-pub const LINK_HIGH: usize = 64 << 10;
+/// takes updates only as fast as it can spread them). About 350 AT lines: a couple of
+/// milliseconds of a neighbour's work at full speed, so a flood never waits long behind
+/// others. The bound is most of the flood latency under load: a flood waits behind what is
+/// queued at every hop. Halved from 64 KiB, same-run bench comparisons on 2 cores
+/// (2026-12-03, 4-5 runs each) gave a flood latency under the 64-connection load of p50
+/// 2.1 ms, p99 8.0 against 3.3 / 10.5 (and 2.0 / 7.5 against 2.9 / 13.6), at 0.83 and
+/// 0.77 × the IAMATs a second of the 64 KiB herd. On these shared machines the trade moves
+/// with the hour: against the herd with no bound at all (b412aac) it took 0.86–0.93 × in
+/// some hours, 0.68–0.79 × in slower ones (during one of those the hypervisor took a fifth
+/// of the CPU, vmstat's `st`): a server paused for milliseconds starves its neighbours
+/// sooner with less queued. 40 and 48 KiB sit in between (in one slow run: 2.3 and 2.8 ms
+/// p50, at 0.86 and 0.91 × b412aac, against 2.0 ms at 0.79 ×).
+pub const LINK_HIGH: usize = 32 << 10;
 /// Clients are read again once every live link has at most this queued. Not much under
-/// [`LINK_HIGH`]: the queue counts what the kernel holds, so a herd released only at 16 KiB
-/// ran with too little in flight between hops (same-run bench: 48 KiB carried 13–17% more
-/// IAMATs/s than 16 KiB at the same flood latency).
-pub const LINK_LOW: usize = 48 << 10;
+/// [`LINK_HIGH`]: the queue counts what the kernel holds, so a herd released only at a
+/// quarter of the bound ran with too little in flight between hops (same-run bench: 48 KiB
+/// carried 13–17% more IAMATs/s than 16 KiB at the same flood latency, when the bound was
+/// 64 KiB).
+pub const LINK_LOW: usize = 24 << 10;
 /// A link whose queue stays over [`LINK_LOW`] while the socket takes less than
 /// [`LINK_STALL_BYTES`] in this long is dropped: its neighbour is not reading (or reads a
 /// trickle), and one stuck neighbour must hold the herd's clients back at most this long.

@@ -200,7 +200,7 @@
 //! queues grow (to megabytes, in our buffers and the kernel's) and every flood waits behind
 //! them: a location took up to a second to cross the herd under load. So:
 //!
-//! - **Where it pauses.** When a live link's queue passes [`LINK_HIGH`] (64 KiB, about 700
+//! - **Where it pauses.** When a live link's queue passes [`LINK_HIGH`] (32 KiB, about 350
 //!   lines) [`Herd::learn`] marks the herd *congested*. Before [`Server::handle_input`]
 //!   handles a client's next line it looks: while congested, the client is *held* (not read,
 //!   its next line left in its buffer). After the links are written, [`Server::release_held`]

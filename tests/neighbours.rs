@@ -13,6 +13,7 @@ use std::thread::{self, sleep};
 use std::time::{Duration, Instant};
 
 use common::*;
+use proxy_herd::peer::{LINK_HIGH, LINK_LOW};
 
 /// How much a server may grow (KiB) while a neighbour misbehaves.
 const RSS_BOUND_KIB: u64 = 64 << 10;
@@ -590,9 +591,9 @@ fn what_the_kernel_holds_for_a_neighbour_counts_as_its_queue() {
     // The replies are read (and dropped), so that only the link can hold the client.
     let reader = stream.try_clone().unwrap();
     let drain = thread::spawn(move || std::io::copy(&mut &reader, &mut std::io::sink()));
-    // Alford holds its client once the link's queue passes 64 KiB. Counted with what the
-    // kernel holds, that is after about 60 of these lines; counted in Alford's own buffer
-    // only, the kernel's 256 KiB had to fill first (about 300).
+    // Alford holds its client once the link's queue passes LINK_HIGH (32 KiB). Counted with
+    // what the kernel holds, that is after about 30 of these lines; counted in Alford's own
+    // buffer only, the kernel's 256 KiB had to fill first (about 270).
     let busy = "BUSY Alford ";
     eventually("Alford says it is behind", || {
         herd.log("Alford")
@@ -623,11 +624,11 @@ fn what_the_kernel_holds_for_a_neighbour_counts_as_its_queue() {
 
 #[test]
 fn a_neighbour_that_reads_what_the_kernel_held_after_the_clients_stop_keeps_its_link() {
-    // Slow, this test's listener, reads nothing while Alford floods it about 53 KB: over the
-    // 48 KiB at which Alford starts watching the link's progress, under the 64 KiB at which
-    // it would hold its client, and nearly all of it in Alford's kernel. Then the client
-    // stops and Slow reads it all. No event tells Alford that its kernel sent the bytes;
-    // its stall watch, a second later, must ask the kernel before it calls Slow deaf.
+    // Slow, this test's listener, reads nothing while Alford floods it halfway between
+    // LINK_LOW, at which Alford starts watching the link's progress, and LINK_HIGH, at which
+    // it would hold its client (about 28 KB), nearly all of it in Alford's kernel. Then the
+    // client stops and Slow reads it all. No event tells Alford that its kernel sent the
+    // bytes; its stall watch, a second later, must ask the kernel before it calls Slow deaf.
     let mut herd = Herd::plan("readlate", &[("Alford", &["Slow"]), ("Slow", &[])], &[]);
     let slow = TcpListener::bind(herd.addr("Slow")).unwrap();
     set_receive_buffer(&slow, 4 << 10);
@@ -635,14 +636,17 @@ fn a_neighbour_that_reads_what_the_kernel_held_after_the_clients_stop_keeps_its_
     herd.start_server("Alford");
     let (mut link, slow) = acceptor.join().unwrap().unwrap();
     let pad = "r".repeat(1000);
-    let request: String = (0..50)
+    // An AT line for one of these clients: its id, and about 50 bytes more.
+    let flood_line = 1060;
+    let count = (LINK_LOW + LINK_HIGH) / 2 / flood_line;
+    let request: String = (0..count)
         .map(|i| format!("IAMAT {i:03}{pad} +1+2 {}\n", now_text()))
         .collect();
     let mut stream = TcpStream::connect(herd.addr("Alford")).unwrap();
     stream.set_read_timeout(Some(PATIENCE)).unwrap();
     stream.write_all(request.as_bytes()).unwrap();
     let mut replies = BufReader::new(stream.try_clone().unwrap());
-    for _ in 0..50 {
+    for _ in 0..count {
         let mut reply = String::new();
         replies.read_line(&mut reply).unwrap();
         assert!(reply.starts_with("AT Alford "), "{reply}");
@@ -655,7 +659,7 @@ fn a_neighbour_that_reads_what_the_kernel_held_after_the_clients_stop_keeps_its_
     while let Ok(n @ 1..) = link.read(&mut buf) {
         got += n;
     }
-    assert!(got > 48 << 10, "Slow got only {got} bytes");
+    assert!(got > LINK_LOW, "Slow got only {got} bytes");
     // Past the stall watch's second: the link is still open and no second one came.
     sleep(STALL_AND_MORE);
     link.set_nonblocking(true).unwrap();
