@@ -593,7 +593,7 @@ fn what_the_kernel_holds_for_a_neighbour_counts_as_its_queue() {
     let drain = thread::spawn(move || std::io::copy(&mut &reader, &mut std::io::sink()));
     // Alford holds its client once the link's queue passes LINK_HIGH (32 KiB). Counted with
     // what the kernel holds, that is after about 30 of these lines; counted in Alford's own
-    // buffer only, the kernel's 256 KiB had to fill first (about 270).
+    // buffer only, the kernel's 256 KiB had to fill first (about 280).
     let busy = "BUSY Alford ";
     eventually("Alford says it is behind", || {
         herd.log("Alford")
@@ -626,7 +626,7 @@ fn what_the_kernel_holds_for_a_neighbour_counts_as_its_queue() {
 fn a_neighbour_that_reads_what_the_kernel_held_after_the_clients_stop_keeps_its_link() {
     // Slow, this test's listener, reads nothing while Alford floods it halfway between
     // LINK_LOW, at which Alford starts watching the link's progress, and LINK_HIGH, at which
-    // it would hold its client (about 28 KB), nearly all of it in Alford's kernel. Then the
+    // it would hold its client (about 29 KB), nearly all of it in Alford's kernel. Then the
     // client stops and Slow reads it all. No event tells Alford that its kernel sent the
     // bytes; its stall watch, a second later, must ask the kernel before it calls Slow deaf.
     let mut herd = Herd::plan("readlate", &[("Alford", &["Slow"]), ("Slow", &[])], &[]);
