@@ -197,7 +197,7 @@ mod tests {
         assert_eq!(pace.rate(), None);
         assert!(pace.has_room());
         assert_eq!(pace.next_room(t), None);
-        // Behind: paced under the rate measured.
+        // Late: paced under the rate measured.
         let t = slowed(&mut pace, t);
         let first = pace.rate().expect("paced once floods come late");
         assert!(
@@ -213,7 +213,7 @@ mod tests {
             (second - first * DECREASE).abs() < 1e-6,
             "{second} after {first}"
         );
-        // Behind for long: never under MIN_RATE.
+        // Late for long: never under MIN_RATE.
         let (t, _) = run(&mut pace, t, 1000, true);
         assert_eq!(pace.rate(), Some(MIN_RATE));
         // Paced, a client gets lines, but no more than the pace allows.
