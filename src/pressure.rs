@@ -16,10 +16,10 @@
 //! from that server: that ends it on a cycle. Every server holds its clients while any
 //! server is behind (and paces them while any is late, below). A busy server repeats its
 //! notice every [`REPEAT`]; a server that heard nothing more for [`LAPSE`] takes it as
-//! clear (its neighbour died, or the link carrying its all-clear dropped). And whatever it is told, a server holds its clients for one busy
-//! server at most [`MAX_HOLD`] in a row: a neighbour that is behind for longer is a slow
-//! neighbour, which the stall check of its own links deals with, and a forged notice cannot
-//! hold the herd for good.
+//! clear (its neighbour died, or the link carrying its all-clear dropped). And whatever it
+//! is told, a server holds its clients for one busy server at most [`MAX_HOLD`] in a row: a
+//! neighbour that is behind for longer is a slow neighbour, which the stall check of its own
+//! links deals with, and a forged notice cannot hold the herd for good.
 //!
 //! Notices go only to proxy-herd neighbours on persistent links, those that showed they read
 //! extra fields (`via=`): a course server would answer `? `. With a herd key they are signed
